@@ -1,0 +1,183 @@
+//! The cron Worker (`*/5 * * * *`): opens one ticket on the built-in tracker per open incident that
+//! has none, then sends one fix job per new ticket on the `fix-jobs` Queue.
+//!
+//! Exactly-once comes from the schema: `tickets.incident_id` is UNIQUE and the insert returns a row
+//! only when it created one, so of two concurrent runs only one sends the job. A crash between
+//! insert and send leaves `tickets.queued_at` NULL; a later run sends it then (the agent-runner's
+//! claim makes a duplicate job a no-op). Deferred fix runs whose day has passed are sent again.
+
+use selfheal::store::{
+    self, EventSample, IncidentRow, PRUNE_OCCURRENCES, SELECT_DEFERRED_DUE, SELECT_SAMPLES,
+    SELECT_TICKET_CANDIDATES, SELECT_UNQUEUED_TICKETS, SqlValue, utc_day,
+};
+use selfheal::ticket::{self, FixJob};
+use selfheal::workers::{self, DB_BINDING, GlueError, QUEUE_BINDING, sql_with};
+use serde::{Deserialize, Serialize};
+use worker::{
+    Context, Env, Request, Response, ScheduleContext, ScheduledEvent, console_error, console_log,
+    event,
+};
+
+/// Incidents ticketed per run (the rest wait for the next run).
+const MAX_TICKETS_PER_RUN: i64 = 50;
+/// Grace before an unsent job counts as lost (a concurrent run may still be sending it), ms.
+const UNQUEUED_GRACE_MS: i64 = 120_000;
+/// How long occurrence keys are kept for redelivery detection, ms (7 days).
+const OCCURRENCE_RETENTION_MS: i64 = 7 * 86_400_000;
+
+/// What one run did; also the JSON body of `GET /run` (manual trigger for operators).
+#[derive(Debug, Default, Serialize)]
+struct RunReport {
+    tickets_opened: usize,
+    jobs_sent: usize,
+    jobs_resent: usize,
+}
+
+#[derive(Deserialize)]
+struct JobRef {
+    ticket_id: i64,
+    incident_id: i64,
+    fingerprint: String,
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    console_error_panic_hook::set_once();
+    match run(&env).await {
+        Ok(r) => console_log!(
+            "selfheal cron: tickets_opened={} jobs_sent={} jobs_resent={}",
+            r.tickets_opened,
+            r.jobs_sent,
+            r.jobs_resent
+        ),
+        Err(e) => console_error!("selfheal cron failed: {e}"),
+    }
+}
+
+/// Health check only: the cron is triggered by the runtime (locally through
+/// `/cdn-cgi/handler/scheduled`), never by an unauthenticated request.
+#[event(fetch)]
+async fn fetch(_req: Request, _env: Env, _ctx: Context) -> worker::Result<Response> {
+    Response::ok("selfheal scheduled: cron */5 * * * *\n")
+}
+
+async fn run(env: &Env) -> Result<RunReport, GlueError> {
+    let db = env.d1(DB_BINDING)?;
+    let queue = env.queue(QUEUE_BINDING)?;
+    let now = workers::now_ms();
+    let mut report = RunReport::default();
+
+    let candidates: Vec<IncidentRow> = workers::query(
+        &db,
+        &sql_with(SELECT_TICKET_CANDIDATES, vec![MAX_TICKETS_PER_RUN.into()]),
+    )
+    .await?;
+    if !candidates.is_empty() {
+        let fingerprints: Vec<&str> = candidates.iter().map(|c| c.fingerprint.as_str()).collect();
+        let fps_json =
+            serde_json::to_string(&fingerprints).map_err(|e| GlueError::Decode(e.to_string()))?;
+        let samples: Vec<EventSample> = workers::query(
+            &db,
+            &sql_with(
+                SELECT_SAMPLES,
+                vec![
+                    SqlValue::Text(fps_json),
+                    (ticket::MAX_SAMPLES as i64).into(),
+                ],
+            ),
+        )
+        .await?;
+
+        let mut stmts = Vec::with_capacity(candidates.len() * 2);
+        for inc in &candidates {
+            let title = ticket::title(inc);
+            let body = ticket::body(inc, &samples);
+            stmts.push(store::insert_ticket(
+                inc.id,
+                &inc.fingerprint,
+                &title,
+                &body,
+                now,
+            ));
+            stmts.push(store::link_ticket(inc.id, now));
+        }
+        let results = workers::batch(&db, &stmts).await?;
+        // Rows come back only for tickets this run created (INSERT … ON CONFLICT DO NOTHING RETURNING).
+        let mut jobs = Vec::new();
+        for (inc, result) in candidates.iter().zip(results.iter().step_by(2)) {
+            #[derive(Deserialize)]
+            struct Created {
+                id: i64,
+            }
+            for created in workers::rows::<Created>(result)? {
+                jobs.push(FixJob {
+                    v: 1,
+                    incident_id: inc.id,
+                    ticket_id: created.id,
+                    fingerprint: inc.fingerprint.clone(),
+                });
+            }
+        }
+        report.tickets_opened = jobs.len();
+        report.jobs_sent = send_jobs(&db, &queue, jobs, now).await?;
+    }
+
+    // Jobs that were never sent (crash after insert) and deferred runs whose day has passed.
+    let lost: Vec<JobRef> = workers::query(
+        &db,
+        &sql_with(
+            SELECT_UNQUEUED_TICKETS,
+            vec![(now - UNQUEUED_GRACE_MS).into()],
+        ),
+    )
+    .await?;
+    let due: Vec<JobRef> = workers::query(
+        &db,
+        &sql_with(SELECT_DEFERRED_DUE, vec![utc_day(now).into()]),
+    )
+    .await?;
+    let resend: Vec<FixJob> = lost
+        .into_iter()
+        .chain(due)
+        .map(|j| FixJob {
+            v: 1,
+            incident_id: j.incident_id,
+            ticket_id: j.ticket_id,
+            fingerprint: j.fingerprint,
+        })
+        .collect();
+    report.jobs_resent = send_jobs(&db, &queue, resend, now).await?;
+
+    workers::batch(
+        &db,
+        &[sql_with(
+            PRUNE_OCCURRENCES,
+            vec![(now - OCCURRENCE_RETENTION_MS).into()],
+        )],
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Sends the jobs (one `sendBatch`), then records `queued_at` on their tickets.
+async fn send_jobs(
+    db: &worker::D1Database,
+    queue: &worker::Queue,
+    jobs: Vec<FixJob>,
+    now: i64,
+) -> Result<usize, GlueError> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let marks: Vec<_> = jobs
+        .iter()
+        .map(|j| store::mark_queued(j.ticket_id, now))
+        .collect();
+    let n = jobs.len();
+    // sendBatch accepts at most 100 messages.
+    for chunk in jobs.chunks(100) {
+        queue.send_batch(chunk.to_vec()).await?;
+    }
+    workers::batch(db, &marks).await?;
+    Ok(n)
+}

@@ -1,0 +1,523 @@
+//! From one [`TraceItem`] to a sanitized [`Event`] (or a noise verdict): the tail pipeline.
+//!
+//! Steps, in order: noise filter → pick the primary error (Rust panic, exception, `console.error`,
+//! bad outcome, 5xx) → scrub every text field → normalize the message → route pattern and top
+//! in-app frame → [`Components`] and fingerprint → deterministic event key.
+//! Nothing here reads a clock: `now_ms` is only a fallback when the item has no timestamp.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::PipelineConfig;
+use crate::fingerprint::{Components, FINGERPRINT_VERSION, hex, status_class};
+use crate::normalize::normalize_message;
+use crate::route::route_pattern;
+use crate::scrub::{self, FieldRemark, Scrubbed};
+use crate::stack::{Frame, panic_location, parse_stack, top_in_app_frame};
+use crate::trace::{TraceException, TraceItem, TraceLog};
+
+/// Bytes of scrubbed message kept per event.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+/// Stack lines kept per event (the excerpt; the top frame is computed from the whole stack).
+pub const MAX_STACK_LINES: usize = 20;
+/// Error/warn log lines kept per event, each cut to [`MAX_MESSAGE_BYTES`].
+pub const MAX_LOG_LINES: usize = 5;
+
+/// The message of the runtime's follow-up exception when a request hung (e.g. after a Rust panic).
+const HUNG_PREFIX: &str = "The Workers runtime canceled this request because it detected that your Worker's code had hung";
+
+/// Why an item is not an error worth an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseReason {
+    /// `ok` outcome, status < 500, no exception and no `console.error`.
+    Healthy,
+    /// A 4xx response without an uncaught exception: an expected client error.
+    ClientError,
+    /// The client went away (`canceled`, `responseStreamDisconnected`).
+    ClientDisconnected,
+    /// Matched `SELFHEAL_IGNORE_EXCEPTIONS` or `SELFHEAL_IGNORE_MESSAGES`.
+    Ignored,
+}
+
+/// A sanitized error event, ready to store. Every string in it has been scrubbed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Deterministic id of the occurrence (hex, 32 chars): a redelivered item gets the same key.
+    pub event_key: String,
+    /// Incident id (hex, 32 chars), see [`Components::fingerprint`].
+    pub fingerprint: String,
+    /// What the fingerprint was computed from.
+    pub components: Components,
+    /// `fetch`, `scheduled`, `queue`, `email`, `rpc` or `other`.
+    pub event_kind: &'static str,
+    /// HTTP method of a fetch event.
+    pub method: Option<String>,
+    /// Scrubbed request URL (userinfo and query values replaced).
+    pub url: Option<String>,
+    /// Response status, when a response was sent.
+    pub status: Option<u16>,
+    /// The runtime's outcome (`ok`, `exception`, …; `unknown` when absent).
+    pub outcome: String,
+    /// Scrubbed message, not normalized, at most [`MAX_MESSAGE_BYTES`].
+    pub message: String,
+    /// Scrubbed stack excerpt (top [`MAX_STACK_LINES`] lines), possibly empty.
+    pub stack: String,
+    /// Scrubbed error/warn log lines (at most [`MAX_LOG_LINES`]).
+    pub logs: Vec<String>,
+    /// Scrubbed request summary: method, url, allow-listed headers, colo/country.
+    pub request: Value,
+    /// `scriptVersion.tag` or `.id` (production only).
+    pub release: Option<String>,
+    /// Named entrypoint (production only).
+    pub entrypoint: Option<String>,
+    /// Event time, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Which scrubbing rules fired where (never the values).
+    pub remarks: Vec<FieldRemark>,
+}
+
+/// What the pipeline decided for one item.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Dropped, with why.
+    Noise(NoiseReason),
+    /// Kept.
+    Event(Box<Event>),
+}
+
+/// The error an event is about, before scrubbing.
+struct Primary {
+    exception_type: String,
+    message: String,
+    stack: String,
+    /// A frame known without a stack (the `panicked at file:line:col` of a Rust panic).
+    frame_hint: Option<Frame>,
+}
+
+/// Runs the pipeline on one item. Never fails: anything unusable degrades to an empty field.
+///
+/// `now_ms` (ms since the epoch) stands in for a missing `eventTimestamp`.
+pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verdict {
+    if let Some(reason) = pre_noise(item) {
+        return Verdict::Noise(reason);
+    }
+    let Some(primary) = primary_error(item) else {
+        return Verdict::Noise(NoiseReason::Healthy);
+    };
+    if cfg
+        .ignore_exception_names
+        .iter()
+        .any(|n| *n == primary.exception_type)
+    {
+        return Verdict::Noise(NoiseReason::Ignored);
+    }
+
+    let mut remarks = Vec::new();
+    let message = scrub_field(&primary.message, "error.message", &mut remarks);
+    if cfg
+        .ignore_message_patterns
+        .iter()
+        .any(|re| re.is_match(&message))
+    {
+        return Verdict::Noise(NoiseReason::Ignored);
+    }
+    let message = truncate(&message, MAX_MESSAGE_BYTES).to_string();
+    let stack_full = scrub_field(&primary.stack, "error.stack", &mut remarks);
+
+    let frames = parse_stack(&stack_full);
+    let top_frame = primary
+        .frame_hint
+        .as_ref()
+        .filter(|f| f.in_app())
+        .or_else(|| top_in_app_frame(&frames))
+        .map(Frame::key)
+        .unwrap_or_default();
+
+    let request = item.request();
+    let url = request
+        .and_then(|r| r.url.as_deref())
+        .map(|u| scrub_with(scrub::scrub_url(u), "request.url", &mut remarks));
+    let method = request.and_then(|r| r.method.clone());
+    let status = item.status();
+
+    let route = match (item.event_kind(), item.event.as_ref()) {
+        ("fetch", _) => route_pattern(request.and_then(|r| r.url.as_deref()).unwrap_or("/")),
+        ("scheduled", Some(e)) => format!("scheduled {}", e.cron.as_deref().unwrap_or("")),
+        ("queue", Some(e)) => format!("queue {}", e.queue.as_deref().unwrap_or("")),
+        (kind, _) => kind.to_string(),
+    };
+
+    let components = Components {
+        version: FINGERPRINT_VERSION,
+        script: script_name(item, cfg),
+        route,
+        exception_type: primary.exception_type,
+        message: normalize_message(&message),
+        top_frame,
+        status_class: status_class(status),
+    };
+
+    let logs = item
+        .logs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.level.as_deref(), Some("error" | "warn")))
+        .take(MAX_LOG_LINES)
+        .map(|(i, l)| {
+            let text = log_text(l, &format!("logs[{i}].message"), &mut remarks);
+            let line = format!("[{}] {}", l.level.as_deref().unwrap_or("log"), text);
+            truncate(&line, MAX_MESSAGE_BYTES).to_string()
+        })
+        .collect();
+
+    let request_summary = match request {
+        Some(r) => {
+            let headers = scrub::scrub_headers(&r.headers, "request.headers", &mut remarks);
+            let cf = r.cf.as_ref().map(scrub::scrub_cf).unwrap_or_default();
+            json!({ "method": method, "url": url, "headers": headers, "cf": cf })
+        }
+        None => Value::Null,
+    };
+
+    let timestamp_ms = item
+        .event_timestamp
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        // Saturating float→int cast: timestamps beyond i64 are nonsense but must not panic.
+        .map(|t| t as i64)
+        .unwrap_or(now_ms);
+
+    let fingerprint = components.fingerprint();
+    Verdict::Event(Box::new(Event {
+        event_key: event_key(item),
+        fingerprint,
+        components,
+        event_kind: item.event_kind(),
+        method,
+        url,
+        status,
+        outcome: item
+            .outcome
+            .clone()
+            .unwrap_or_else(|| "unknown".to_string()),
+        message,
+        stack: stack_full
+            .lines()
+            .take(MAX_STACK_LINES)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        logs,
+        request: request_summary,
+        release: item.release().map(String::from),
+        entrypoint: item.entrypoint.clone(),
+        timestamp_ms,
+        remarks,
+    }))
+}
+
+/// Noise decided before looking for the error: disconnects, 4xx, healthy requests.
+fn pre_noise(item: &TraceItem) -> Option<NoiseReason> {
+    let outcome = item.outcome.as_deref().unwrap_or("ok");
+    if matches!(outcome, "canceled" | "responseStreamDisconnected") {
+        return Some(NoiseReason::ClientDisconnected);
+    }
+    let status = item.status();
+    if item.exceptions.is_empty() && status.is_some_and(|s| (400..500).contains(&s)) {
+        return Some(NoiseReason::ClientError);
+    }
+    let error_logs = item
+        .logs
+        .iter()
+        .any(|l| l.level.as_deref() == Some("error"));
+    if outcome == "ok"
+        && item.exceptions.is_empty()
+        && !error_logs
+        && status.is_none_or(|s| s < 500)
+    {
+        return Some(NoiseReason::Healthy);
+    }
+    None
+}
+
+/// Picks what the event is about, most specific first: a Rust panic message, an uncaught
+/// exception (skipping the runtime's "hung" follow-up when there is another), a `console.error`,
+/// a failed outcome, a 5xx response.
+fn primary_error(item: &TraceItem) -> Option<Primary> {
+    if let Some(p) = item.logs.iter().find_map(rust_panic) {
+        return Some(p);
+    }
+    let exception = item
+        .exceptions
+        .iter()
+        .find(|e| !e.message.as_deref().unwrap_or("").starts_with(HUNG_PREFIX))
+        .or_else(|| item.exceptions.first());
+    if let Some(e) = exception {
+        return Some(from_exception(e));
+    }
+    if let Some(log) = item
+        .logs
+        .iter()
+        .find(|l| l.level.as_deref() == Some("error"))
+    {
+        let text = log_text_raw(log);
+        let (message, stack) = split_stack(&text);
+        let (exception_type, message) =
+            split_error_prefix(message).unwrap_or(("ConsoleError", message));
+        return Some(Primary {
+            exception_type: exception_type.to_string(),
+            message: message.to_string(),
+            stack: stack.to_string(),
+            frame_hint: None,
+        });
+    }
+    let outcome = item.outcome.as_deref().unwrap_or("ok");
+    if outcome != "ok" {
+        return Some(Primary {
+            exception_type: outcome.to_string(),
+            message: format!("invocation ended with outcome {outcome}"),
+            stack: String::new(),
+            frame_hint: None,
+        });
+    }
+    let status = item.status().filter(|s| *s >= 500)?;
+    Some(Primary {
+        exception_type: "HttpStatus".to_string(),
+        message: format!("HTTP {status} response"),
+        stack: String::new(),
+        frame_hint: None,
+    })
+}
+
+fn from_exception(e: &TraceException) -> Primary {
+    let raw = e.message.as_deref().unwrap_or("");
+    // Wasm traps put their stack into the message (`RuntimeError: unreachable\n    at …`).
+    let (message, inline_stack) = split_stack(raw);
+    let stack = match e.stack.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => s.to_string(),
+        None => inline_stack.to_string(),
+    };
+    Primary {
+        exception_type: e
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "Error".to_string()),
+        message: message.to_string(),
+        stack,
+        frame_hint: None,
+    }
+}
+
+/// A workers-rs panic log: `panicked at src/lib.rs:102:13:\n<message>\n\nStack:\n…`. The location
+/// (read by [`panic_location`]) is the only in-app frame: the wasm stack holds std and glue frames.
+fn rust_panic(log: &TraceLog) -> Option<Primary> {
+    if log.level.as_deref() != Some("error") {
+        return None;
+    }
+    let text = log.message.iter().find_map(Value::as_str)?;
+    let rest = text.strip_prefix("panicked at ")?;
+    let frame_hint = panic_location(text);
+    let body = rest.split_once('\n').map_or("", |(_, b)| b);
+    let (message, stack) = body.split_once("\n\nStack:").unwrap_or((body, ""));
+    Some(Primary {
+        exception_type: "RustPanic".to_string(),
+        message: message.trim().to_string(),
+        stack: stack.trim().to_string(),
+        frame_hint,
+    })
+}
+
+/// Splits `Error: message\n    at …` into the message part and the stack part.
+fn split_stack(text: &str) -> (&str, &str) {
+    match text.find("\n    at ").or_else(|| text.find("\nat ")) {
+        Some(i) => (text[..i].trim_end(), text[i + 1..].trim_start_matches('\n')),
+        None => (text, ""),
+    }
+}
+
+/// `TypeError: x is undefined` → (`TypeError`, `x is undefined`) when the prefix is an error class name.
+fn split_error_prefix(text: &str) -> Option<(&str, &str)> {
+    let (name, rest) = text.split_once(": ")?;
+    let is_class = !name.is_empty()
+        && name.len() <= 64
+        && name.ends_with("Error")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    is_class.then_some((name, rest))
+}
+
+/// The runtime gives `null` locally; fall back to the configured name.
+fn script_name(item: &TraceItem, cfg: &PipelineConfig) -> String {
+    item.script_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&cfg.fallback_script_name)
+        .to_string()
+}
+
+/// Arguments of a `console.*` call joined by spaces, without the `"[name]"` first argument that a
+/// multi-config `wrangler dev` injects. Objects are JSON. Not scrubbed.
+fn log_text_raw(log: &TraceLog) -> String {
+    let args = dev_prefix_stripped(&log.message);
+    let mut out = String::new();
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match arg {
+            Value::String(s) => out.push_str(s),
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+/// Like [`log_text_raw`], but every argument is scrubbed first (structured ones with key awareness).
+fn log_text(log: &TraceLog, field: &str, remarks: &mut Vec<FieldRemark>) -> String {
+    let args = dev_prefix_stripped(&log.message);
+    let mut out = String::new();
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let arg_field = format!("{field}[{i}]");
+        match arg {
+            Value::String(s) => out.push_str(&scrub_field(s, &arg_field, remarks)),
+            other => {
+                let mut v = other.clone();
+                scrub::scrub_json(&mut v, &arg_field, remarks);
+                out.push_str(&v.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn dev_prefix_stripped(args: &[Value]) -> &[Value] {
+    match args {
+        [Value::String(first), rest @ ..]
+            if !rest.is_empty()
+                && first.starts_with('[')
+                && first.ends_with(']')
+                && !first.contains(' ') =>
+        {
+            rest
+        }
+        _ => args,
+    }
+}
+
+fn scrub_field(text: &str, field: &str, remarks: &mut Vec<FieldRemark>) -> String {
+    scrub_with(scrub::scrub_text(text), field, remarks)
+}
+
+fn scrub_with(s: Scrubbed, field: &str, remarks: &mut Vec<FieldRemark>) -> String {
+    remarks.extend(s.remarks.into_iter().map(|r| FieldRemark {
+        field: field.to_string(),
+        rule: r.rule,
+        start: r.start,
+        end: r.end,
+    }));
+    s.text
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Deterministic key of one occurrence: the same item delivered twice gets the same key, two
+/// invocations differ in timestamp, request or errors. Hex of 16 bytes of sha256 over
+/// length-prefixed fields (script, version, timestamp, outcome, request line and headers, cron,
+/// queue, exceptions, log levels and timestamps).
+pub fn event_key(item: &TraceItem) -> String {
+    let mut h = Sha256::new();
+    let mut put = |s: &str| {
+        h.update(u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
+        h.update(s.as_bytes());
+    };
+    put(item.script_name.as_deref().unwrap_or(""));
+    put(item
+        .script_version
+        .as_ref()
+        .and_then(|v| v.id.as_deref())
+        .unwrap_or(""));
+    put(&item
+        .event_timestamp
+        .map(|t| t.to_string())
+        .unwrap_or_default());
+    put(item.outcome.as_deref().unwrap_or(""));
+    if let Some(e) = &item.event {
+        if let Some(r) = &e.request {
+            put(r.method.as_deref().unwrap_or(""));
+            put(r.url.as_deref().unwrap_or(""));
+            for (k, v) in &r.headers {
+                put(k);
+                put(v.as_str().unwrap_or(""));
+            }
+        }
+        put(e.cron.as_deref().unwrap_or(""));
+        put(&e.scheduled_time.map(|t| t.to_string()).unwrap_or_default());
+        put(e.queue.as_deref().unwrap_or(""));
+    }
+    for ex in &item.exceptions {
+        put(ex.name.as_deref().unwrap_or(""));
+        put(ex.message.as_deref().unwrap_or(""));
+        put(&ex.timestamp.map(|t| t.to_string()).unwrap_or_default());
+    }
+    for l in &item.logs {
+        put(l.level.as_deref().unwrap_or(""));
+        put(&l.timestamp.map(|t| t.to_string()).unwrap_or_default());
+    }
+    hex(&h.finalize()[..16])
+}
+
+/// Counts of one processed batch, for the `ops_ingest_stats` row and the logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BatchCounts {
+    /// Items in the batch.
+    pub items: u64,
+    /// Items kept as events.
+    pub events: u64,
+    /// Items dropped as noise.
+    pub noise: u64,
+    /// Items that did not parse.
+    pub malformed: u64,
+}
+
+/// Parses and processes a whole tail batch (`JSON.stringify(events)`).
+///
+/// Returns the events and the counts; malformed items are counted and skipped.
+/// Errors: [`crate::trace::BatchError`] only when the text is not a JSON array.
+pub fn process_batch(
+    json: &str,
+    cfg: &PipelineConfig,
+    now_ms: i64,
+) -> Result<(Vec<Event>, BatchCounts), crate::trace::BatchError> {
+    let parsed = crate::trace::parse_batch(json)?;
+    let mut counts = BatchCounts {
+        items: (parsed.items.len() + parsed.malformed.len()) as u64,
+        malformed: parsed.malformed.len() as u64,
+        ..BatchCounts::default()
+    };
+    let mut events = Vec::with_capacity(parsed.items.len());
+    for (_, item) in &parsed.items {
+        match process_item(item, cfg, now_ms) {
+            Verdict::Event(e) => {
+                counts.events += 1;
+                events.push(*e);
+            }
+            Verdict::Noise(_) => counts.noise += 1,
+        }
+    }
+    Ok((events, counts))
+}

@@ -1,0 +1,21 @@
+//! selfheal core: everything between a raw Cloudflare `TraceItem` and a ticket, as plain Rust.
+//!
+//! No clock, no randomness and no I/O of its own (time and ids are passed in), so every piece is
+//! tested natively. The Worker crates (`tail-worker`, `scheduled`, and the agent-runner behind the
+//! `agent-runner` feature of this crate) are thin glue over these modules.
+
+pub mod config;
+pub mod event;
+pub mod fingerprint;
+pub mod normalize;
+pub mod route;
+pub mod scrub;
+pub mod stack;
+pub mod store;
+pub mod ticket;
+pub mod trace;
+
+#[cfg(feature = "agent-runner")]
+mod runner;
+#[cfg(feature = "workers")]
+pub mod workers;

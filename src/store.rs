@@ -1,0 +1,448 @@
+//! SQL text and parameters for every D1 write and read, so the Workers only execute them.
+//!
+//! Statements are plain data ([`Statement`]): the Worker crates bind them to D1, the native tests
+//! bind them to SQLite with the same `migrations/`. Idempotency lives in the schema (UNIQUE
+//! constraints and triggers, see `migrations/0001_init.sql`), not in application checks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{BatchCounts, Event};
+
+/// A bound SQL parameter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum SqlValue {
+    /// SQL NULL.
+    Null,
+    /// 64-bit integer. D1 passes numbers through JavaScript: values beyond ±2^53 lose precision,
+    /// so only ms timestamps, counts and ids go here.
+    Integer(i64),
+    /// UTF-8 text.
+    Text(String),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Integer(v)
+    }
+}
+impl From<u64> for SqlValue {
+    fn from(v: u64) -> Self {
+        SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_string())
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// One SQL statement with positional parameters (`?1`, `?2`, …).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Statement {
+    /// SQL text.
+    pub sql: &'static str,
+    /// Parameters, in order.
+    pub params: Vec<SqlValue>,
+}
+
+impl Statement {
+    fn new(sql: &'static str, params: Vec<SqlValue>) -> Self {
+        Statement { sql, params }
+    }
+}
+
+/// How many sanitized events are kept per incident: all of the first `keep_first`, then the
+/// occurrences whose ordinal is a power of two (so storage grows with log2 of a flood).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SamplePolicy {
+    /// Events always kept per incident.
+    pub keep_first: u32,
+}
+
+impl Default for SamplePolicy {
+    fn default() -> Self {
+        SamplePolicy { keep_first: 10 }
+    }
+}
+
+const INSERT_INCIDENT: &str = "INSERT INTO ops_incidents (fingerprint, fingerprint_version, script_name, route_pattern, \
+exception_type, normalized_message, top_frame, status_class, occurrence_count, first_seen, last_seen, first_release, \
+last_release, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9, ?10, ?10, ?9) \
+ON CONFLICT (fingerprint) DO NOTHING";
+
+const INSERT_OCCURRENCE: &str = "INSERT INTO ops_occurrences (event_key, fingerprint, ts, release) \
+VALUES (?1, ?2, ?3, ?4) ON CONFLICT (event_key) DO NOTHING";
+
+const INSERT_EVENT_SAMPLED: &str = "INSERT INTO ops_log_events (event_key, fingerprint, script_name, route_pattern, \
+event_kind, method, url, status, outcome, exception_type, message, normalized_message, top_frame, stack, logs, request, \
+release, entrypoint, event_timestamp, remarks, received_at) \
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21 \
+WHERE EXISTS (SELECT 1 FROM ops_incidents i WHERE i.fingerprint = ?2 \
+  AND (i.stored_events < ?22 OR (i.occurrence_count & (i.occurrence_count - 1)) = 0)) \
+ON CONFLICT (event_key) DO NOTHING";
+
+const UPSERT_INGEST_STATS: &str = "INSERT INTO ops_ingest_stats (day, batches, items, events, noise, malformed) \
+VALUES (?1, 1, ?2, ?3, ?4, ?5) ON CONFLICT (day) DO UPDATE SET batches = batches + 1, items = items + excluded.items, \
+events = events + excluded.events, noise = noise + excluded.noise, malformed = malformed + excluded.malformed";
+
+/// The statements of one tail invocation, to run as **one** D1 `batch()` (one transaction):
+/// per event, ensure the incident row, record the occurrence (the trigger counts it only when the
+/// event key is new) and keep a sample; then one stats row for the UTC `day` (`YYYY-MM-DD`).
+/// `now_ms` is the receive time in ms since the epoch.
+pub fn ingest_statements(
+    events: &[Event],
+    counts: &BatchCounts,
+    day: &str,
+    now_ms: i64,
+    policy: SamplePolicy,
+) -> Vec<Statement> {
+    let mut out = Vec::with_capacity(events.len() * 3 + 1);
+    for e in events {
+        let c = &e.components;
+        out.push(Statement::new(
+            INSERT_INCIDENT,
+            vec![
+                e.fingerprint.as_str().into(),
+                i64::from(c.version).into(),
+                c.script.as_str().into(),
+                c.route.as_str().into(),
+                c.exception_type.as_str().into(),
+                c.message.as_str().into(),
+                c.top_frame.as_str().into(),
+                c.status_class.as_str().into(),
+                e.timestamp_ms.into(),
+                e.release.as_deref().into(),
+            ],
+        ));
+        out.push(Statement::new(
+            INSERT_OCCURRENCE,
+            vec![
+                e.event_key.as_str().into(),
+                e.fingerprint.as_str().into(),
+                e.timestamp_ms.into(),
+                e.release.as_deref().into(),
+            ],
+        ));
+        out.push(Statement::new(
+            INSERT_EVENT_SAMPLED,
+            vec![
+                e.event_key.as_str().into(),
+                e.fingerprint.as_str().into(),
+                c.script.as_str().into(),
+                c.route.as_str().into(),
+                e.event_kind.into(),
+                e.method.as_deref().into(),
+                e.url.as_deref().into(),
+                e.status.map(i64::from).into(),
+                e.outcome.as_str().into(),
+                c.exception_type.as_str().into(),
+                e.message.as_str().into(),
+                c.message.as_str().into(),
+                c.top_frame.as_str().into(),
+                e.stack.as_str().into(),
+                json_text(&e.logs).into(),
+                json_text(&e.request).into(),
+                e.release.as_deref().into(),
+                e.entrypoint.as_deref().into(),
+                e.timestamp_ms.into(),
+                json_text(&e.remarks).into(),
+                now_ms.into(),
+                i64::from(policy.keep_first).into(),
+            ],
+        ));
+    }
+    out.push(Statement::new(
+        UPSERT_INGEST_STATS,
+        vec![
+            day.into(),
+            counts.items.into(),
+            counts.events.into(),
+            counts.noise.into(),
+            counts.malformed.into(),
+        ],
+    ));
+    out
+}
+
+fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
+    // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows read back (column names = field names).
+
+/// A row of `ops_incidents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRow {
+    pub id: i64,
+    pub fingerprint: String,
+    pub fingerprint_version: i64,
+    pub script_name: String,
+    pub route_pattern: String,
+    pub exception_type: String,
+    pub normalized_message: String,
+    pub top_frame: String,
+    pub status_class: String,
+    pub occurrence_count: i64,
+    pub stored_events: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub first_release: Option<String>,
+    pub last_release: Option<String>,
+    pub status: String,
+    pub ticket_id: Option<i64>,
+}
+
+/// The columns of a sanitized event that go into tickets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSample {
+    pub fingerprint: String,
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub status: Option<i64>,
+    pub outcome: String,
+    pub message: String,
+    pub stack: String,
+    pub logs: String,
+    pub release: Option<String>,
+    pub event_timestamp: i64,
+}
+
+/// A row of `tickets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketRow {
+    pub id: i64,
+    pub incident_id: i64,
+    pub fingerprint: String,
+    pub title: String,
+    pub body: String,
+    pub state: String,
+    pub created_at: i64,
+    pub queued_at: Option<i64>,
+}
+
+/// A row of `fix_runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixRunRow {
+    pub id: i64,
+    pub incident_id: i64,
+    pub ticket_id: i64,
+    pub fingerprint: String,
+    pub state: String,
+    pub budget_day: Option<String>,
+    pub deferred_day: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A row of `fix_budget`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRow {
+    pub day: String,
+    pub cap: i64,
+    pub used: i64,
+}
+
+/// Column list of [`IncidentRow`].
+pub const INCIDENT_COLUMNS: &str = "id, fingerprint, fingerprint_version, script_name, route_pattern, exception_type, \
+normalized_message, top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, first_release, \
+last_release, status, ticket_id";
+
+// ---------------------------------------------------------------------------------------------
+// scheduled: tickets for new incidents.
+
+/// Incidents that need a ticket: open, not ignored, no ticket yet; oldest first. `?1` = limit.
+pub const SELECT_TICKET_CANDIDATES: &str = "SELECT id, fingerprint, fingerprint_version, script_name, route_pattern, \
+exception_type, normalized_message, top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, \
+first_release, last_release, status, ticket_id FROM ops_incidents WHERE status = 'open' AND ticket_id IS NULL \
+ORDER BY first_seen, id LIMIT ?1";
+
+/// Up to `?2` earliest samples for each incident in the JSON array of fingerprints `?1`.
+pub const SELECT_SAMPLES: &str = "SELECT fingerprint, method, url, status, outcome, message, stack, logs, release, \
+event_timestamp FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint ORDER BY e.event_timestamp, e.id) AS rn \
+FROM ops_log_events e WHERE e.fingerprint IN (SELECT value FROM json_each(?1))) WHERE rn <= ?2 \
+ORDER BY fingerprint, event_timestamp";
+
+/// Opens a ticket unless the incident has one: returns the new row only when it was inserted, so of
+/// two concurrent cron runs exactly one sees it (and sends the queue message).
+pub fn insert_ticket(
+    incident_id: i64,
+    fingerprint: &str,
+    title: &str,
+    body: &str,
+    now_ms: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO tickets (incident_id, fingerprint, title, body, state, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5) ON CONFLICT (incident_id) DO NOTHING RETURNING id, incident_id",
+        vec![
+            incident_id.into(),
+            fingerprint.into(),
+            title.into(),
+            body.into(),
+            now_ms.into(),
+        ],
+    )
+}
+
+/// Links an incident to its ticket (idempotent; whichever run inserted the ticket).
+pub fn link_ticket(incident_id: i64, now_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE ops_incidents SET status = 'ticketed', updated_at = ?2, \
+         ticket_id = (SELECT id FROM tickets WHERE incident_id = ?1) \
+         WHERE id = ?1 AND ticket_id IS NULL AND EXISTS (SELECT 1 FROM tickets WHERE incident_id = ?1)",
+        vec![incident_id.into(), now_ms.into()],
+    )
+}
+
+/// Records that the fix job of ticket `ticket_id` was sent.
+pub fn mark_queued(ticket_id: i64, now_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE tickets SET queued_at = ?2, updated_at = ?2 WHERE id = ?1 AND queued_at IS NULL",
+        vec![ticket_id.into(), now_ms.into()],
+    )
+}
+
+/// Tickets whose job was never sent (a crash between insert and send): created before `?1`.
+pub const SELECT_UNQUEUED_TICKETS: &str = "SELECT t.id AS ticket_id, t.incident_id, t.fingerprint FROM tickets t \
+WHERE t.queued_at IS NULL AND t.created_at < ?1 ORDER BY t.id LIMIT 100";
+
+/// Deferred runs whose deferral day `?1` (today, UTC) has passed: their job is sent again.
+pub const SELECT_DEFERRED_DUE: &str = "SELECT ticket_id, incident_id, fingerprint FROM fix_runs \
+WHERE state = 'deferred' AND deferred_day < ?1 ORDER BY id LIMIT 100";
+
+/// Drops occurrence keys older than `?1` (ms): redeliveries come within minutes, not days.
+pub const PRUNE_OCCURRENCES: &str = "DELETE FROM ops_occurrences WHERE ts < ?1";
+
+// ---------------------------------------------------------------------------------------------
+// agent-runner: claim once, then take a unit of the daily cap.
+
+/// Incident and ticket a fix job refers to. `?1` = incident id.
+pub const SELECT_JOB_SOURCE: &str = "SELECT i.id, i.fingerprint, i.fingerprint_version, i.script_name, i.route_pattern, \
+i.exception_type, i.normalized_message, i.top_frame, i.status_class, i.occurrence_count, i.stored_events, i.first_seen, \
+i.last_seen, i.first_release, i.last_release, i.status, i.ticket_id FROM ops_incidents i WHERE i.id = ?1";
+
+/// Ticket by id.
+pub const SELECT_TICKET: &str = "SELECT id, incident_id, fingerprint, title, body, state, created_at, queued_at FROM tickets WHERE id = ?1";
+
+/// The claim of one fix job, to run as one D1 `batch()` (one transaction). In order:
+/// 0. insert the run as `claimed` unless the incident has one (`RETURNING id` only when new);
+/// 1. ensure today's budget row with the configured cap;
+/// 2. take a unit: `claimed`/`deferred` → `ready` when `used < cap` (the trigger increments `used`);
+/// 3. otherwise `claimed`/`deferred` → `deferred` with today's date;
+/// 4. mark the incident `claimed`;
+/// 5. read the run back (state after the transaction).
+///
+/// A redelivered message changes nothing for a `ready` run; for a `deferred` one it retries the cap,
+/// which is how a deferred run goes ahead on a later UTC day.
+pub fn claim_statements(
+    incident_id: i64,
+    ticket_id: i64,
+    fingerprint: &str,
+    task_json: &str,
+    day: &str,
+    cap: u32,
+    now_ms: i64,
+) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "INSERT INTO fix_runs (incident_id, ticket_id, fingerprint, state, task, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, 'claimed', ?4, ?5, ?5) ON CONFLICT (incident_id) DO NOTHING RETURNING id",
+            vec![
+                incident_id.into(),
+                ticket_id.into(),
+                fingerprint.into(),
+                task_json.into(),
+                now_ms.into(),
+            ],
+        ),
+        Statement::new(
+            "INSERT INTO fix_budget (day, cap, used) VALUES (?1, ?2, 0) ON CONFLICT (day) DO UPDATE SET cap = excluded.cap",
+            vec![day.into(), i64::from(cap).into()],
+        ),
+        Statement::new(
+            "UPDATE fix_runs SET state = 'ready', budget_day = ?2, updated_at = ?3 \
+             WHERE incident_id = ?1 AND state IN ('claimed', 'deferred') \
+             AND (SELECT used < cap FROM fix_budget WHERE day = ?2)",
+            vec![incident_id.into(), day.into(), now_ms.into()],
+        ),
+        Statement::new(
+            "UPDATE fix_runs SET state = 'deferred', deferred_day = ?2, updated_at = ?3 \
+             WHERE incident_id = ?1 AND state IN ('claimed', 'deferred')",
+            vec![incident_id.into(), day.into(), now_ms.into()],
+        ),
+        Statement::new(
+            "UPDATE ops_incidents SET status = 'claimed', updated_at = ?2 WHERE id = ?1 AND status IN ('open', 'ticketed')",
+            vec![incident_id.into(), now_ms.into()],
+        ),
+        Statement::new(
+            "SELECT id, incident_id, ticket_id, fingerprint, state, budget_day, deferred_day, created_at, updated_at \
+             FROM fix_runs WHERE incident_id = ?1",
+            vec![incident_id.into()],
+        ),
+    ]
+}
+
+/// Index of the statement in [`claim_statements`] whose rows say whether the claim was new.
+pub const CLAIM_INSERT_INDEX: usize = 0;
+/// Index of the statement in [`claim_statements`] that reads the run back.
+pub const CLAIM_READBACK_INDEX: usize = 5;
+
+// ---------------------------------------------------------------------------------------------
+// HTTP API reads.
+
+/// All incidents, most recent first.
+pub const LIST_INCIDENTS: &str = "SELECT id, fingerprint, fingerprint_version, script_name, route_pattern, \
+exception_type, normalized_message, top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, \
+first_release, last_release, status, ticket_id FROM ops_incidents ORDER BY last_seen DESC, id DESC LIMIT 500";
+/// All tickets.
+pub const LIST_TICKETS: &str = "SELECT id, incident_id, fingerprint, title, body, state, created_at, queued_at FROM tickets ORDER BY id LIMIT 500";
+/// All fix runs.
+pub const LIST_RUNS: &str = "SELECT id, incident_id, ticket_id, fingerprint, state, budget_day, deferred_day, \
+created_at, updated_at FROM fix_runs ORDER BY id LIMIT 500";
+/// Budget row of day `?1`.
+pub const SELECT_BUDGET: &str = "SELECT day, cap, used FROM fix_budget WHERE day = ?1";
+/// Ingest counters, all days.
+pub const LIST_INGEST_STATS: &str = "SELECT day, batches, items, events, noise, malformed FROM ops_ingest_stats ORDER BY day DESC LIMIT 60";
+
+/// `YYYY-MM-DD` (UTC) of a time in ms since the epoch (proleptic Gregorian; Howard Hinnant's
+/// `civil_from_days` algorithm, <https://howardhinnant.github.io/date_algorithms.html>).
+pub fn utc_day(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_days() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(1_795_269_986_919), "2026-11-21");
+        assert_eq!(utc_day(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_day(-1), "1969-12-31");
+    }
+}

@@ -1,0 +1,268 @@
+//! The `TraceItem` a Tail Worker receives, as serde types.
+//!
+//! Shape: the Workers runtime's `TraceItem` (Cloudflare docs, "Tail Workers" → `TraceItem`; workerd
+//! `src/workerd/api/trace.h`). Every field is optional: production and `wrangler dev` differ
+//! (locally `scriptName` is null and there is no `scriptVersion`/`entrypoint`; see
+//! `../shared/data/trace-items/SOURCE.md`), and new runtime versions add fields. Unknown fields are
+//! ignored; a field of the wrong JSON type makes the *item* malformed (counted and skipped by
+//! [`parse_batch`]), never the batch.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// One invocation of a producer Worker, as delivered to `tail(events)`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TraceItem {
+    /// Worker name; `null` under `wrangler dev`.
+    pub script_name: Option<String>,
+    /// Deployed version (production only): `{id, tag, message}`.
+    pub script_version: Option<ScriptVersion>,
+    /// Named entrypoint (`WorkerEntrypoint` class) that handled the event, production only.
+    pub entrypoint: Option<String>,
+    /// `ok`, `exception`, `exceededCpu`, `exceededMemory`, `canceled`, `scriptNotFound`,
+    /// `responseStreamDisconnected`, `unknown`, …
+    pub outcome: Option<String>,
+    /// Milliseconds since the Unix epoch when the event started.
+    pub event_timestamp: Option<f64>,
+    /// The triggering event; its shape depends on the handler (fetch, scheduled, queue, …).
+    pub event: Option<TraceEvent>,
+    /// `console.*` calls, in order.
+    #[serde(deserialize_with = "null_as_default")]
+    pub logs: Vec<TraceLog>,
+    /// Uncaught exceptions and rejected `waitUntil` promises.
+    #[serde(deserialize_with = "null_as_default")]
+    pub exceptions: Vec<TraceException>,
+    /// True when the runtime dropped logs because the item was too large.
+    pub truncated: Option<bool>,
+    /// CPU time in milliseconds (0 locally).
+    pub cpu_time: Option<f64>,
+    /// Wall time in milliseconds (0 locally).
+    pub wall_time: Option<f64>,
+    /// Workers for Platforms dispatch namespace, when any.
+    pub dispatch_namespace: Option<String>,
+}
+
+/// `scriptVersion` of a deployed Worker.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ScriptVersion {
+    /// Version id (a UUID).
+    pub id: Option<String>,
+    /// `--tag` given to `wrangler versions upload` / `deploy`.
+    pub tag: Option<String>,
+    /// `--message` given at upload.
+    pub message: Option<String>,
+}
+
+/// The union of the event shapes; only the fields the pipeline reads are typed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TraceEvent {
+    /// fetch: the request (headers already partly redacted by the runtime).
+    pub request: Option<TraceRequest>,
+    /// fetch: the response, absent when the handler threw.
+    pub response: Option<TraceResponse>,
+    /// scheduled: the cron expression.
+    pub cron: Option<String>,
+    /// scheduled/alarm: planned time, ms since the epoch.
+    pub scheduled_time: Option<f64>,
+    /// queue: the queue name.
+    pub queue: Option<String>,
+    /// queue: messages in the batch.
+    pub batch_size: Option<u64>,
+    /// email: envelope sender (PII: never stored).
+    pub mail_from: Option<Value>,
+    /// rpc: method name.
+    pub rpc_method: Option<String>,
+}
+
+/// `event.request` of a fetch trace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TraceRequest {
+    /// Full URL, query included.
+    pub url: Option<String>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// Header name → value.
+    #[serde(deserialize_with = "null_as_default")]
+    pub headers: serde_json::Map<String, Value>,
+    /// Cloudflare request properties (colo, country, …; locally a fixed placeholder).
+    pub cf: Option<serde_json::Map<String, Value>>,
+}
+
+/// `event.response` of a fetch trace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TraceResponse {
+    /// HTTP status code.
+    pub status: Option<u16>,
+}
+
+/// One `console.*` call: `message` is the argument list as JSON values.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TraceLog {
+    /// Arguments of the call (strings, numbers, objects…).
+    #[serde(deserialize_with = "null_as_default")]
+    pub message: Vec<Value>,
+    /// `debug`, `info`, `log`, `warn`, `error`.
+    pub level: Option<String>,
+    /// ms since the epoch.
+    pub timestamp: Option<f64>,
+}
+
+/// One exception: `name` is the JS error class (`TypeError`), `stack` is V8's stack text
+/// without the leading `Name: message` line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TraceException {
+    /// Error class.
+    pub name: Option<String>,
+    /// Error message (attacker-controllable text).
+    pub message: Option<String>,
+    /// Stack frames as text, when the runtime gives them.
+    pub stack: Option<String>,
+    /// ms since the epoch.
+    pub timestamp: Option<f64>,
+}
+
+/// `null` reads as the type's default (an empty list or map); any other wrong type is an error.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl TraceItem {
+    /// Response status of a fetch event, if any.
+    pub fn status(&self) -> Option<u16> {
+        self.event.as_ref()?.response.as_ref()?.status
+    }
+
+    /// The request of a fetch event, if any.
+    pub fn request(&self) -> Option<&TraceRequest> {
+        self.event.as_ref()?.request.as_ref()
+    }
+
+    /// Which handler ran: `fetch`, `scheduled`, `queue`, `email`, `rpc` or `other`.
+    pub fn event_kind(&self) -> &'static str {
+        match &self.event {
+            Some(e) if e.request.is_some() => "fetch",
+            Some(e) if e.cron.is_some() => "scheduled",
+            Some(e) if e.queue.is_some() => "queue",
+            Some(e) if e.mail_from.is_some() => "email",
+            Some(e) if e.rpc_method.is_some() => "rpc",
+            _ => "other",
+        }
+    }
+
+    /// The release this event ran: `scriptVersion.tag`, else `scriptVersion.id`, else None.
+    pub fn release(&self) -> Option<&str> {
+        let v = self.script_version.as_ref()?;
+        v.tag
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .or(v.id.as_deref())
+    }
+}
+
+/// Why an item of a batch could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedItem {
+    /// Position in the batch (0-based).
+    pub index: usize,
+    /// serde's message (no payload text, so nothing secret is echoed).
+    pub error: String,
+}
+
+/// Result of parsing a tail batch: the usable items and the malformed ones.
+#[derive(Debug, Default)]
+pub struct ParsedBatch {
+    /// Items that parsed, with their batch index.
+    pub items: Vec<(usize, TraceItem)>,
+    /// Items that did not.
+    pub malformed: Vec<MalformedItem>,
+}
+
+/// Errors of the batch as a whole (the JSON is not an array at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError(pub String);
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tail batch is not a JSON array: {}", self.0)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Parses `JSON.stringify(events)` of a tail invocation.
+///
+/// Input: a JSON array of TraceItems. Each element is parsed on its own, so an element of the wrong
+/// shape (say `"logs": 5`) lands in [`ParsedBatch::malformed`] and the others are kept.
+///
+/// Errors: [`BatchError`] only when the text is not a JSON array.
+pub fn parse_batch(json: &str) -> Result<ParsedBatch, BatchError> {
+    let raw: Vec<&RawValue> = serde_json::from_str(json).map_err(|e| BatchError(e.to_string()))?;
+    let mut out = ParsedBatch::default();
+    for (index, item) in raw.into_iter().enumerate() {
+        match serde_json::from_str::<TraceItem>(item.get()) {
+            Ok(t) => out.items.push((index, t)),
+            Err(e) => out.malformed.push(MalformedItem {
+                index,
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_item_is_isolated() {
+        let batch = r#"[{"outcome":"ok","logs":[]},{"outcome":"ok","logs":5},{"exceptions":[{"name":"E","message":"m"}]}]"#;
+        let parsed = parse_batch(batch).expect("array");
+        assert_eq!(parsed.items.len(), 2);
+        assert_eq!(parsed.malformed.len(), 1);
+        assert_eq!(parsed.malformed[0].index, 1);
+        assert_eq!(parsed.items[1].0, 2);
+    }
+
+    #[test]
+    fn not_an_array_is_a_batch_error() {
+        assert!(parse_batch("{}").is_err());
+        assert!(parse_batch("").is_err());
+    }
+
+    #[test]
+    fn production_fields_and_release() {
+        let item: TraceItem = serde_json::from_str(
+            r#"{"scriptName":"api","entrypoint":"Api","scriptVersion":{"id":"5f1c","tag":"v1.2.3","message":"fix"},
+                "event":{"request":{"url":"https://x/y","method":"POST","headers":{}},"response":{"status":502}},
+                "outcome":"ok","eventTimestamp":1795269986919,"somethingNew":{"a":1}}"#,
+        )
+        .expect("parses");
+        assert_eq!(item.release(), Some("v1.2.3"));
+        assert_eq!(item.status(), Some(502));
+        assert_eq!(item.event_kind(), "fetch");
+        assert_eq!(item.entrypoint.as_deref(), Some("Api"));
+    }
+
+    #[test]
+    fn nulls_everywhere_are_tolerated() {
+        let item: TraceItem = serde_json::from_str(
+            r#"{"scriptName":null,"event":null,"logs":null,"exceptions":[],"outcome":null,"eventTimestamp":null}"#,
+        )
+        .expect("parses");
+        assert_eq!(item.event_kind(), "other");
+        assert_eq!(item.release(), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! Helpers shared by the native integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Path of a file or folder in the public corpora of `../shared/data/` (beside the repository),
+/// or `None` when the folder is absent (a clone without `../shared`).
+///
+/// `SELFHEAL_SHARED_DATA` overrides the location. A suite that gets `None` must print that it
+/// skipped and return, so a clone without the corpora still passes.
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("SELFHEAL_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let path = root.join(rel);
+    path.exists().then_some(path)
+}
+
+/// Like [`shared_data`], but prints a clear skip line when the corpus is missing.
+pub fn shared_data_or_skip(rel: &str, suite: &str) -> Option<PathBuf> {
+    let found = shared_data(rel);
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED {suite}: ../shared/data/{rel} not found (set SELFHEAL_SHARED_DATA to run it)"
+        );
+    }
+    found
+}
+
+/// Reads a JSON Lines file into values; a line that does not parse fails the test with its number.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,392 @@
+//! The storage rules, run natively on SQLite (what D1 is) with the real `migrations/` and the
+//! exact statements the Workers send: idempotent ingest, counts, sampling, one ticket per incident,
+//! one fix run per incident, the daily cap and deferral to the next UTC day.
+
+use rusqlite::{Connection, params_from_iter, types::Value as Sql};
+use selfheal::config::PipelineConfig;
+use selfheal::event::{BatchCounts, Event, Verdict, process_item};
+use selfheal::store::{self, SamplePolicy, SqlValue, Statement};
+use selfheal::trace::TraceItem;
+use serde_json::{Map, Value, json};
+
+fn db() -> Connection {
+    let conn = Connection::open_in_memory().expect("sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    for f in files {
+        conn.execute_batch(&std::fs::read_to_string(&f).expect("read"))
+            .expect("migration applies");
+    }
+    conn
+}
+
+fn bind(params: &[SqlValue]) -> Vec<Sql> {
+    params
+        .iter()
+        .map(|p| match p {
+            SqlValue::Null => Sql::Null,
+            SqlValue::Integer(i) => Sql::Integer(*i),
+            SqlValue::Text(t) => Sql::Text(t.clone()),
+        })
+        .collect()
+}
+
+/// Runs statements in one transaction (as D1 `batch()` does) and returns each one's rows as JSON.
+fn batch(conn: &mut Connection, stmts: &[Statement]) -> Vec<Vec<Value>> {
+    let tx = conn.transaction().expect("tx");
+    let mut out = Vec::new();
+    for s in stmts {
+        let mut st = tx
+            .prepare(s.sql)
+            .unwrap_or_else(|e| panic!("prepare {}: {e}", s.sql));
+        let names: Vec<String> = st.column_names().iter().map(|n| n.to_string()).collect();
+        let mut rows = st.query(params_from_iter(bind(&s.params))).expect("query");
+        let mut got = Vec::new();
+        while let Some(r) = rows.next().expect("row") {
+            let mut obj = Map::new();
+            for (i, n) in names.iter().enumerate() {
+                let v: Sql = r.get(i).expect("col");
+                obj.insert(
+                    n.clone(),
+                    match v {
+                        Sql::Null => Value::Null,
+                        Sql::Integer(i) => json!(i),
+                        Sql::Real(f) => json!(f),
+                        Sql::Text(t) => json!(t),
+                        Sql::Blob(_) => Value::Null,
+                    },
+                );
+            }
+            got.push(Value::Object(obj));
+        }
+        drop(rows);
+        drop(st);
+        out.push(got);
+    }
+    tx.commit().expect("commit");
+    out
+}
+
+fn query(conn: &mut Connection, sql: &'static str, params: Vec<SqlValue>) -> Vec<Value> {
+    batch(conn, &[Statement { sql, params }]).remove(0)
+}
+
+fn scalar(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect("scalar")
+}
+
+fn item(path: &str, ts: i64, message: &str) -> TraceItem {
+    serde_json::from_value(json!({
+        "outcome": "exception", "scriptName": "api", "eventTimestamp": ts,
+        "scriptVersion": {"id": "00000000-0000-0000-0000-000000000001", "tag": format!("v{}", ts % 3)},
+        "event": {"request": {"url": format!("https://api.example.com{path}"), "method": "GET", "headers": {}}},
+        "exceptions": [{"name": "TypeError", "message": message, "stack": "    at Object.fetch (worker.js:10:5)", "timestamp": ts}],
+        "logs": []
+    }))
+    .expect("item")
+}
+
+fn event(path: &str, ts: i64, message: &str) -> Event {
+    match process_item(&item(path, ts, message), &PipelineConfig::default(), 0) {
+        Verdict::Event(e) => *e,
+        Verdict::Noise(r) => panic!("unexpected noise {r:?}"),
+    }
+}
+
+fn ingest(conn: &mut Connection, events: &[Event]) {
+    let counts = BatchCounts {
+        items: events.len() as u64,
+        events: events.len() as u64,
+        ..Default::default()
+    };
+    let stmts = store::ingest_statements(
+        events,
+        &counts,
+        "2026-11-21",
+        1,
+        SamplePolicy { keep_first: 3 },
+    );
+    batch(conn, &stmts);
+}
+
+#[test]
+fn redelivery_does_not_inflate_counts_and_releases_track_time() {
+    let mut conn = db();
+    let events: Vec<Event> = (0..5)
+        .map(|i| event("/users/1", 1000 + i, "boom"))
+        .collect();
+    ingest(&mut conn, &events);
+    ingest(&mut conn, &events); // the same batch again
+    ingest(&mut conn, &events[..2]);
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM ops_incidents"), 1);
+    assert_eq!(
+        scalar(&conn, "SELECT occurrence_count FROM ops_incidents"),
+        5
+    );
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM ops_occurrences"), 5);
+    assert_eq!(scalar(&conn, "SELECT first_seen FROM ops_incidents"), 1000);
+    assert_eq!(scalar(&conn, "SELECT last_seen FROM ops_incidents"), 1004);
+    let (first, last): (String, String) = conn
+        .query_row(
+            "SELECT first_release, last_release FROM ops_incidents",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!((first.as_str(), last.as_str()), ("v1", "v2")); // ts 1000 % 3 = 1, 1004 % 3 = 2
+    assert_eq!(scalar(&conn, "SELECT batches FROM ops_ingest_stats"), 3);
+}
+
+#[test]
+fn storage_is_bounded_per_incident() {
+    let mut conn = db();
+    let events: Vec<Event> = (0..100)
+        .map(|i| event("/users/1", 10_000 + i, "flood"))
+        .collect();
+    for chunk in events.chunks(7) {
+        ingest(&mut conn, chunk);
+    }
+    assert_eq!(
+        scalar(&conn, "SELECT occurrence_count FROM ops_incidents"),
+        100
+    );
+    // keep_first 3, then ordinals 4, 8, 16, 32, 64 (powers of two).
+    let stored = scalar(&conn, "SELECT count(*) FROM ops_log_events");
+    assert_eq!(stored, 3 + 5, "stored {stored}");
+    assert_eq!(
+        scalar(&conn, "SELECT stored_events FROM ops_incidents"),
+        stored
+    );
+}
+
+#[test]
+fn resolved_incident_regresses_on_a_new_occurrence() {
+    let mut conn = db();
+    ingest(&mut conn, &[event("/a", 1, "x")]);
+    conn.execute("UPDATE ops_incidents SET status = 'resolved'", [])
+        .expect("resolve");
+    ingest(&mut conn, &[event("/a", 1, "x")]); // replay: not new, stays resolved
+    let status: String = conn
+        .query_row("SELECT status FROM ops_incidents", [], |r| r.get(0))
+        .expect("s");
+    assert_eq!(status, "resolved");
+    ingest(&mut conn, &[event("/a", 2, "x")]);
+    let status: String = conn
+        .query_row("SELECT status FROM ops_incidents", [], |r| r.get(0))
+        .expect("s");
+    assert_eq!(status, "regressed");
+}
+
+fn open_tickets(conn: &mut Connection, now: i64) -> Vec<i64> {
+    let incidents = query(
+        conn,
+        store::SELECT_TICKET_CANDIDATES,
+        vec![SqlValue::Integer(50)],
+    );
+    let mut stmts = Vec::new();
+    for inc in &incidents {
+        let id = inc["id"].as_i64().expect("id");
+        let fp = inc["fingerprint"].as_str().expect("fp");
+        stmts.push(store::insert_ticket(id, fp, "t", "b", now));
+        stmts.push(store::link_ticket(id, now));
+    }
+    batch(conn, &stmts)
+        .iter()
+        .step_by(2)
+        .flat_map(|rows| rows.iter().map(|r| r["id"].as_i64().expect("ticket id")))
+        .collect()
+}
+
+#[test]
+fn one_ticket_per_incident_even_when_two_crons_race() {
+    let mut conn = db();
+    ingest(
+        &mut conn,
+        &[
+            event("/a", 1, "x"),
+            event("/b", 2, "y"),
+            event("/c", 3, "z"),
+        ],
+    );
+    // Both "cron runs" read the candidates before either writes.
+    let seen_by_first = query(
+        &mut conn,
+        store::SELECT_TICKET_CANDIDATES,
+        vec![SqlValue::Integer(50)],
+    );
+    let created_first = open_tickets(&mut conn, 10);
+    let mut stmts = Vec::new();
+    for inc in &seen_by_first {
+        let id = inc["id"].as_i64().expect("id");
+        stmts.push(store::insert_ticket(id, "fp", "t", "b", 11));
+        stmts.push(store::link_ticket(id, 11));
+    }
+    let second: usize = batch(&mut conn, &stmts)
+        .iter()
+        .step_by(2)
+        .map(Vec::len)
+        .sum();
+    assert_eq!(created_first.len(), 3);
+    assert_eq!(
+        second, 0,
+        "the racing run must see no new ticket (and send no message)"
+    );
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM tickets"), 3);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT count(*) FROM ops_incidents WHERE status = 'ticketed' AND ticket_id IS NOT NULL"
+        ),
+        3
+    );
+    assert!(open_tickets(&mut conn, 12).is_empty());
+}
+
+fn claim(
+    conn: &mut Connection,
+    incident_id: i64,
+    ticket_id: i64,
+    day: &str,
+    cap: u32,
+) -> (bool, String) {
+    let stmts = store::claim_statements(incident_id, ticket_id, "fp", "{}", day, cap, 5);
+    let res = batch(conn, &stmts);
+    let new = !res[store::CLAIM_INSERT_INDEX].is_empty();
+    let state = res[store::CLAIM_READBACK_INDEX][0]["state"]
+        .as_str()
+        .expect("state")
+        .to_string();
+    (new, state)
+}
+
+#[test]
+fn claims_once_and_the_cap_defers_the_surplus_to_the_next_day() {
+    let mut conn = db();
+    let events: Vec<Event> = (0..5)
+        .map(|i| {
+            event(
+                &format!("/r{i}"),
+                i,
+                &format!("bug {}", ["a", "b", "c", "d", "e"][i as usize]),
+            )
+        })
+        .collect();
+    ingest(&mut conn, &events);
+    let tickets = open_tickets(&mut conn, 10);
+    assert_eq!(tickets.len(), 5);
+    let pairs: Vec<(i64, i64)> = conn
+        .prepare("SELECT incident_id, id FROM tickets ORDER BY id")
+        .expect("p")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("q")
+        .map(|r| r.expect("row"))
+        .collect();
+
+    let mut states = Vec::new();
+    for (inc, t) in &pairs {
+        let (new, state) = claim(&mut conn, *inc, *t, "2026-11-21", 2);
+        assert!(new);
+        states.push(state);
+    }
+    assert_eq!(
+        states,
+        ["ready", "ready", "deferred", "deferred", "deferred"]
+    );
+    // A duplicated message: no second run, nothing moves.
+    let (new, state) = claim(&mut conn, pairs[0].0, pairs[0].1, "2026-11-21", 2);
+    assert!(!new);
+    assert_eq!(state, "ready");
+    let (new, state) = claim(&mut conn, pairs[2].0, pairs[2].1, "2026-11-21", 2);
+    assert_eq!((new, state.as_str()), (false, "deferred"));
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM fix_runs"), 5);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT used FROM fix_budget WHERE day = '2026-11-21'"
+        ),
+        2
+    );
+
+    // The next UTC day the cron re-sends deferred jobs; two go ahead, one waits again.
+    let due = query(
+        &mut conn,
+        store::SELECT_DEFERRED_DUE,
+        vec!["2026-11-22".into()],
+    );
+    assert_eq!(due.len(), 3);
+    let mut next = Vec::new();
+    for d in &due {
+        let (new, state) = claim(
+            &mut conn,
+            d["incident_id"].as_i64().expect("i"),
+            d["ticket_id"].as_i64().expect("t"),
+            "2026-11-22",
+            2,
+        );
+        assert!(!new);
+        next.push(state);
+    }
+    assert_eq!(next, ["ready", "ready", "deferred"]);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT used FROM fix_budget WHERE day = '2026-11-22'"
+        ),
+        2
+    );
+    assert_eq!(
+        query(
+            &mut conn,
+            store::SELECT_DEFERRED_DUE,
+            vec!["2026-11-22".into()]
+        )
+        .len(),
+        0
+    );
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT count(*) FROM ops_incidents WHERE status = 'claimed'"
+        ),
+        5
+    );
+}
+
+#[test]
+fn samples_query_returns_the_earliest_per_incident() {
+    let mut conn = db();
+    let mut evs: Vec<Event> = (0..5).map(|i| event("/a", 100 - i, "x")).collect();
+    evs.push(event("/b", 7, "y"));
+    ingest(&mut conn, &evs);
+    let fps: Vec<String> = conn
+        .prepare("SELECT fingerprint FROM ops_incidents")
+        .expect("p")
+        .query_map([], |r| r.get(0))
+        .expect("q")
+        .map(|r| r.expect("row"))
+        .collect();
+    let rows = query(
+        &mut conn,
+        store::SELECT_SAMPLES,
+        vec![
+            serde_json::to_string(&fps).expect("json").into(),
+            SqlValue::Integer(2),
+        ],
+    );
+    assert_eq!(rows.len(), 3);
+    let samples: Vec<store::EventSample> = rows
+        .into_iter()
+        .map(|r| serde_json::from_value(r).expect("sample"))
+        .collect();
+    let a: Vec<i64> = samples
+        .iter()
+        .filter(|s| s.url.as_deref().is_some_and(|u| u.ends_with("/a")))
+        .map(|s| s.event_timestamp)
+        .collect();
+    // Inserted in the order 100, 99, 98, 97, 96: keep_first 3 stores 100..98, ordinal 4 (97) is a
+    // power of two, ordinal 5 (96) is not stored. The two earliest *stored* are 97 and 98.
+    assert_eq!(a, [97, 98]);
+}
