@@ -106,11 +106,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
     let Some(primary) = primary_error(item) else {
         return Verdict::Noise(NoiseReason::Healthy);
     };
-    if cfg
-        .ignore_exception_names
-        .iter()
-        .any(|n| *n == primary.exception_type)
-    {
+    if cfg.ignore_exception_names.contains(&primary.exception_type) {
         return Verdict::Noise(NoiseReason::Ignored);
     }
 

@@ -97,7 +97,8 @@ mod tests {
         let base = c().fingerprint();
         assert_eq!(base.len(), 32);
         assert_eq!(base, c().fingerprint());
-        let variants: Vec<Box<dyn Fn(&mut Components)>> = vec![
+        type Edit = Box<dyn Fn(&mut Components)>;
+        let variants: Vec<Edit> = vec![
             Box::new(|c| c.version = 2),
             Box::new(|c| c.script = "api2".into()),
             Box::new(|c| c.route = "/users".into()),
