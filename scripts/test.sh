@@ -19,4 +19,4 @@ cargo test --workspace
 echo "== build the Workers (wasm)"
 bash "$here/build-all.sh"
 echo "== end-to-end tests (workerd, local D1 and Queue)"
-node --test --test-concurrency=1 tests/e2e/
+node --test --test-concurrency=1 'tests/e2e/*.test.mjs'

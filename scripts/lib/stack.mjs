@@ -85,8 +85,12 @@ export async function d1(stateDir, sql) {
   return parsed.flatMap((r) => r.results ?? []);
 }
 
-/** Every file under the local persistence folder, as bytes (D1's SQLite files, WAL, queue storage). */
-export function persistedBytes(stateDir) {
+/**
+ * Every file of the local D1 storage, as bytes (SQLite database and WAL files). Only D1: the
+ * persistence folder also holds miniflare's own local observability store, which keeps the raw
+ * traces of every Worker it runs (the producer's URLs and headers included) and is not selfheal's.
+ */
+export function d1Files(stateDir) {
   const files = [];
   const walk = (dir) => {
     for (const name of readdirSync(dir)) {
@@ -96,7 +100,7 @@ export function persistedBytes(stateDir) {
       else files.push({ path: p, bytes: readFileSync(p) });
     }
   };
-  walk(join(stateDir, "persist"));
+  walk(join(stateDir, "persist", "v3", "d1"));
   return files;
 }
 
@@ -129,10 +133,18 @@ function tail(path, lines = 30) {
  * Starts the four Workers. Options:
  *  - stateDir: folder for D1 persistence, the dev registry and logs (wiped first when fresh=true);
  *  - runnerVars / tailVars: extra `--var KEY:VALUE` pairs, e.g. { SELFHEAL_DAILY_CAP: "2" };
- *  - ports: fixed ports { producer, tail, scheduled, runner } (free ones otherwise).
+ *  - ports: fixed ports { producer, tail, scheduled, runner } (free ones otherwise);
+ *  - extra: more Workers to start, { name: "path/to/wrangler.toml" } (reachable as urls[name]).
  * Returns { ports, urls, api(path), cron(), producer(path, init), stop(), logs }.
  */
-export async function startStack({ stateDir, fresh = true, runnerVars = {}, tailVars = {}, ports = {} } = {}) {
+export async function startStack({
+  stateDir,
+  fresh = true,
+  runnerVars = {},
+  tailVars = {},
+  ports = {},
+  extra = {},
+} = {}) {
   if (fresh) rmSync(stateDir, { recursive: true, force: true });
   mkdirSync(join(stateDir, "registry"), { recursive: true });
   mkdirSync(join(stateDir, "logs"), { recursive: true });
@@ -163,15 +175,15 @@ export async function startStack({ stateDir, fresh = true, runnerVars = {}, tail
 
   try {
     // Tail first: the producer resolves its tail consumer through the registry.
-    for (const name of ["tail", "runner", "scheduled", "producer"]) {
+    for (const name of ["tail", "runner", "scheduled", "producer", ...Object.keys(extra)]) {
       const port = ports[name] ?? (await freePort());
       const inspector = await freePort();
       const vars = name === "runner" ? runnerVars : name === "tail" ? tailVars : {};
       const args = [
-        WRANGLER, "dev", "-c", WORKERS[name].config,
+        WRANGLER, "dev", "-c", WORKERS[name]?.config ?? extra[name],
         "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspector),
         "--persist-to", join(stateDir, "persist"),
-        "--show-interactive-dev-session=false", "--log-level", "info",
+        "--show-interactive-dev-session=false", "--log-level", "log",
         ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
       ];
       const logPath = join(stateDir, "logs", `${name}.log`);

@@ -1,0 +1,17 @@
+// POST /tail  with a JSON array: delivered to selfheal-tail's tail() exactly as the runtime would.
+// POST /queue with a JSON array: each element sent as one message on the fix-jobs Queue.
+export default {
+  async fetch(request, env) {
+    const { pathname } = new URL(request.url);
+    if (request.method !== "POST") return new Response("POST /tail or /queue\n", { status: 405 });
+    const items = await request.json();
+    if (pathname === "/tail") {
+      await env.TAIL.tail(items);
+    } else if (pathname === "/queue") {
+      for (const m of items) await env.FIX_JOBS.send(m);
+    } else {
+      return new Response("not found\n", { status: 404 });
+    }
+    return Response.json({ delivered: items.length });
+  },
+};

@@ -1,0 +1,34 @@
+// The README's main command, as a newcomer runs it: `npm start -- --once` must print the summary
+// with every bug as an incident, one ticket per incident and the runs split by the demo's cap (3).
+// Workers are already built by npm test; start.mjs is run directly (setup and build are covered there).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { ROOT } from "../../scripts/lib/stack.mjs";
+import { BUG_ROUTES, SECRETS } from "../../scripts/lib/demo.mjs";
+
+test("npm start -- --once prints the loop's summary", { timeout: 240_000 }, async () => {
+  const out = await new Promise((ok, fail) => {
+    const child = spawn(process.execPath, [join(ROOT, "scripts/start.mjs"), "--once"], {
+      cwd: ROOT,
+      env: { ...process.env, SELFHEAL_PREBUILT: "1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let text = "";
+    child.stdout.on("data", (d) => (text += d));
+    child.stderr.on("data", (d) => (text += d));
+    child.on("close", (code) => (code === 0 ? ok(text) : fail(new Error(`exit ${code}:\n${text}`))));
+  });
+  const last = out.trim().split("\n").at(-1);
+  const m = last.match(/^summary: events=(\d+) incidents=(\d+) tickets=(\d+) runs_ready=(\d+) runs_deferred=(\d+)$/);
+  assert.ok(m, `last line is not the summary: ${last}`);
+  const [events, incidents, tickets, ready, deferred] = m.slice(1).map(Number);
+  assert.equal(incidents, BUG_ROUTES.length);
+  assert.equal(tickets, incidents);
+  assert.equal(ready, 3);
+  assert.equal(deferred, incidents - 3);
+  assert.equal(events, 160);
+  for (const s of Object.values(SECRETS)) assert.ok(!out.includes(s), `summary printed a secret: ${s}`);
+});
