@@ -2,9 +2,10 @@
 # Everything here is derived from the repository; nothing is installed by this file.
 SELFHEAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SELFHEAL_ROOT
-export PATH="$SELFHEAL_ROOT/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$SELFHEAL_ROOT/node_modules/.bin:$CARGO_BIN:$PATH"
 # worker-build would download these from GitHub (unreachable here): use the pinned local ones.
-export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
+export WASM_BINDGEN_BIN="$CARGO_BIN/wasm-bindgen"
 export WASM_OPT_BIN="$SELFHEAL_ROOT/node_modules/.bin/wasm-opt"
 export WRANGLER_SEND_METRICS=false
 export CLOUDFLARE_CF_FETCH_ENABLED=false

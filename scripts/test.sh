@@ -16,6 +16,9 @@ cargo clippy --quiet --target wasm32-unknown-unknown -p tail-worker -p scheduled
 cargo clippy --quiet --target wasm32-unknown-unknown --lib --features agent-runner -- -D warnings
 echo "== cargo test (native)"
 cargo test --workspace
+echo "== corpus suites again, with their tables (they print SKIPPED when ../shared/data is absent)"
+[ -d "$SELFHEAL_ROOT/../shared/data" ] || echo "corpus suites: SKIPPED (no ../shared/data beside the repository)"
+cargo test --quiet --test scrub_corpus --test stack_corpus --test grouping_corpus -- --nocapture
 echo "== build the Workers (wasm)"
 bash "$here/build-all.sh"
 echo "== end-to-end tests (workerd, local D1 and Queue)"

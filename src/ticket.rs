@@ -113,7 +113,7 @@ pub fn body(incident: &IncidentRow, samples: &[EventSample]) -> String {
     }
 
     md.push_str("## Task\n\n");
-    md.push_str(TASK_INSTRUCTIONS);
+    md.push_str(&TASK_INSTRUCTIONS.replace("<incident id>", &incident.id.to_string()));
     md
 }
 
@@ -308,6 +308,7 @@ mod tests {
         let md = body(&inc, &[sample]);
         assert!(md.contains("## Task"));
         assert!(md.contains("**draft** pull request"));
+        assert!(md.contains("branch `selfheal/7`"), "{md}");
         assert!(md.contains("2026-11-21T"));
         // The hostile message only appears inside a fence opened just before it.
         let at = md.find("<!-- hidden -->").expect("present");

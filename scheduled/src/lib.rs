@@ -122,40 +122,35 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
         report.jobs_sent = send_jobs(&db, &queue, jobs, now).await?;
     }
 
-    // Jobs that were never sent (crash after insert) and deferred runs whose day has passed.
-    let lost: Vec<JobRef> = workers::query(
+    // Jobs that were never sent (crash after insert), deferred runs whose day has passed, and the
+    // retention of occurrence keys: one round trip.
+    let results = workers::batch(
         &db,
-        &sql_with(
-            SELECT_UNQUEUED_TICKETS,
-            vec![(now - UNQUEUED_GRACE_MS).into()],
-        ),
+        &[
+            sql_with(
+                SELECT_UNQUEUED_TICKETS,
+                vec![(now - UNQUEUED_GRACE_MS).into()],
+            ),
+            sql_with(SELECT_DEFERRED_DUE, vec![utc_day(now).into()]),
+            sql_with(
+                PRUNE_OCCURRENCES,
+                vec![(now - OCCURRENCE_RETENTION_MS).into()],
+            ),
+        ],
     )
     .await?;
-    let due: Vec<JobRef> = workers::query(
-        &db,
-        &sql_with(SELECT_DEFERRED_DUE, vec![utc_day(now).into()]),
-    )
-    .await?;
-    let resend: Vec<FixJob> = lost
-        .into_iter()
-        .chain(due)
-        .map(|j| FixJob {
-            v: 1,
-            incident_id: j.incident_id,
-            ticket_id: j.ticket_id,
-            fingerprint: j.fingerprint,
-        })
-        .collect();
+    let mut resend = Vec::new();
+    for result in results.iter().take(2) {
+        for j in workers::rows::<JobRef>(result)? {
+            resend.push(FixJob {
+                v: 1,
+                incident_id: j.incident_id,
+                ticket_id: j.ticket_id,
+                fingerprint: j.fingerprint,
+            });
+        }
+    }
     report.jobs_resent = send_jobs(&db, &queue, resend, now).await?;
-
-    workers::batch(
-        &db,
-        &[sql_with(
-            PRUNE_OCCURRENCES,
-            vec![(now - OCCURRENCE_RETENTION_MS).into()],
-        )],
-    )
-    .await?;
     Ok(report)
 }
 
