@@ -421,14 +421,7 @@ fn scrub_with(s: Scrubbed, field: &str, remarks: &mut Vec<FieldRemark>) -> Strin
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 /// Deterministic key of one occurrence: the same item delivered twice gets the same key, two

@@ -4,6 +4,8 @@
 //! tested natively. The Worker crates (`tail-worker`, `scheduled`, and the agent-runner behind the
 //! `agent-runner` feature of this crate) are thin glue over these modules.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod event;
 pub mod fingerprint;

@@ -90,7 +90,7 @@ static DATE: LazyLock<Option<Regex>> = LazyLock::new(|| {
 
 /// Replaces variable parts of a message by typed placeholders (see the module docs).
 pub fn normalize_message(msg: &str) -> String {
-    let s = truncate_at_char_boundary(msg, MAX_INPUT_BYTES);
+    let s = crate::event::truncate(msg, MAX_INPUT_BYTES);
     let mut n = Normalizer {
         s,
         b: s.as_bytes(),
@@ -101,18 +101,6 @@ pub fn normalize_message(msg: &str) -> String {
     let trimmed_len = n.out.trim_end().len();
     n.out.truncate(trimmed_len);
     n.out
-}
-
-/// `s` cut to at most `max` bytes, at a char boundary.
-pub(crate) fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or("")
 }
 
 struct Normalizer<'a> {

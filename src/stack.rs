@@ -61,9 +61,13 @@ pub const MAX_FRAMES: usize = 256;
 /// One stack frame, top of the stack first in a `Vec<Frame>`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
+    /// Function name as the engine printed it (`Object.fetch`, `crate::module::fn`), if any.
     pub function: Option<String>,
+    /// File or URL as printed (`file:///srv/app/index.js`, `worker`, `wasm://…`), if any.
     pub file: Option<String>,
+    /// 1-based line; for wasm frames the wasm function index.
     pub line: Option<u32>,
+    /// 1-based column; for wasm frames the byte offset.
     pub column: Option<u32>,
 }
 
@@ -338,7 +342,7 @@ pub fn top_in_app_frame(frames: &[Frame]) -> Option<&Frame> {
 /// it (console_error_panic_hook) while the wasm stack of the exception often holds only library
 /// frames; this frame is then the panic's in-app location.
 pub fn panic_location(text: &str) -> Option<Frame> {
-    let text = crate::normalize::truncate_at_char_boundary(text, 64 * 1024);
+    let text = crate::event::truncate(text, 64 * 1024);
     let start = text.find("panicked at ")? + "panicked at ".len();
     let rest = text.get(start..)?;
     let first_line = rest.lines().next().unwrap_or("");

@@ -186,72 +186,119 @@ fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
 /// A row of `ops_incidents`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentRow {
+    /// Row id.
     pub id: i64,
+    /// Incident fingerprint (32 hex chars).
     pub fingerprint: String,
+    /// Fingerprint recipe version.
     pub fingerprint_version: i64,
+    /// Worker name.
     pub script_name: String,
+    /// Route pattern (`/users/:id`).
     pub route_pattern: String,
+    /// Exception type component.
     pub exception_type: String,
+    /// Normalized message component.
     pub normalized_message: String,
+    /// Top in-app frame component (`function (file)`), may be empty.
     pub top_frame: String,
+    /// Status class component (`5xx`, `none`, …).
     pub status_class: String,
+    /// Distinct occurrences counted so far.
     pub occurrence_count: i64,
+    /// Sanitized events kept in `ops_log_events`.
     pub stored_events: i64,
+    /// First occurrence, ms since the epoch.
     pub first_seen: i64,
+    /// Latest occurrence, ms since the epoch.
     pub last_seen: i64,
+    /// Release of the first occurrence, when known.
     pub first_release: Option<String>,
+    /// Release of the latest occurrence, when known.
     pub last_release: Option<String>,
+    /// `open`, `ticketed`, `claimed`, `resolved`, `ignored` or `regressed`.
     pub status: String,
+    /// `tickets.id` once ticketed.
     pub ticket_id: Option<i64>,
 }
 
 /// The columns of a sanitized event that go into tickets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventSample {
+    /// Incident fingerprint (32 hex chars).
     pub fingerprint: String,
+    /// HTTP method.
     pub method: Option<String>,
+    /// Scrubbed URL.
     pub url: Option<String>,
+    /// HTTP status, when a response was sent.
     pub status: Option<i64>,
+    /// Runtime outcome.
     pub outcome: String,
+    /// Scrubbed message.
     pub message: String,
+    /// Scrubbed stack excerpt.
     pub stack: String,
+    /// JSON array of scrubbed error/warn lines.
     pub logs: String,
+    /// Release, when known.
     pub release: Option<String>,
+    /// Event time, ms since the epoch.
     pub event_timestamp: i64,
 }
 
 /// A row of `tickets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TicketRow {
+    /// Row id.
     pub id: i64,
+    /// `ops_incidents.id`.
     pub incident_id: i64,
+    /// Incident fingerprint (32 hex chars).
     pub fingerprint: String,
+    /// One-line title.
     pub title: String,
+    /// Markdown body (untrusted text fenced).
     pub body: String,
+    /// State (see the migration for the values).
     pub state: String,
+    /// Creation time, ms since the epoch.
     pub created_at: i64,
+    /// When its fix job was sent, ms since the epoch; None = not yet.
     pub queued_at: Option<i64>,
 }
 
 /// A row of `fix_runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FixRunRow {
+    /// Row id.
     pub id: i64,
+    /// `ops_incidents.id`.
     pub incident_id: i64,
+    /// `tickets.id` once ticketed.
     pub ticket_id: i64,
+    /// Incident fingerprint (32 hex chars).
     pub fingerprint: String,
+    /// State (see the migration for the values).
     pub state: String,
+    /// UTC day (`YYYY-MM-DD`) whose cap unit this run took.
     pub budget_day: Option<String>,
+    /// UTC day it was last deferred on.
     pub deferred_day: Option<String>,
+    /// Creation time, ms since the epoch.
     pub created_at: i64,
+    /// Last change, ms since the epoch.
     pub updated_at: i64,
 }
 
 /// A row of `fix_budget`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetRow {
+    /// UTC day, `YYYY-MM-DD`.
     pub day: String,
+    /// Fix attempts allowed that day.
     pub cap: i64,
+    /// Fix attempts taken that day.
     pub used: i64,
 }
 

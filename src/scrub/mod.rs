@@ -53,15 +53,20 @@ const TRUNCATE_BACKOFF: usize = 1024;
 /// fired (e.g. "@email", "@bearer", "@aws_access_key", "@password_kv", "@truncate").
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Remark {
+    /// Rule id, e.g. `@email`.
     pub rule: String,
+    /// Byte offset in the scrubbed output where the replacement starts.
     pub start: usize,
+    /// Byte offset in the scrubbed output where the replacement ends (exclusive).
     pub end: usize,
 }
 
 /// Scrubbed text and where the replacements are.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Scrubbed {
+    /// The text with every match replaced.
     pub text: String,
+    /// One remark per replacement, in output order.
     pub remarks: Vec<Remark>,
 }
 
@@ -77,9 +82,13 @@ impl Scrubbed {
 /// (a key that contained an email, say) has `#key` appended to the path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldRemark {
+    /// Dotted path of the field.
     pub field: String,
+    /// Rule id, e.g. `@password_kv`.
     pub rule: String,
+    /// Byte offset in the field's scrubbed value where the replacement starts.
     pub start: usize,
+    /// Byte offset where it ends (exclusive).
     pub end: usize,
 }
 
@@ -101,8 +110,11 @@ pub enum Method {
 /// match) and optionally a refined (rule id, kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
+    /// Byte offset in the input where the replaced span starts.
     pub start: usize,
+    /// Byte offset where it ends (exclusive).
     pub end: usize,
+    /// A more specific (rule id, kind) than the rule's own, e.g. `@password_kv` for `@secret_kv`.
     pub refine: Option<(&'static str, &'static str)>,
 }
 
@@ -116,22 +128,12 @@ pub struct RuleSpec {
     pub id: &'static str,
     /// Placeholder kind, lower snake case, no digits.
     pub kind: &'static str,
+    /// How the match is replaced.
     pub method: Method,
     /// `regex` crate syntax; groups named `s…` delimit the replaced part.
     pub pattern: &'static str,
+    /// Validator that accepts, narrows or rejects a candidate (Luhn, mod 97, …); None = accept.
     pub check: Option<Check>,
-}
-
-/// Largest char boundary <= `max`.
-fn floor_boundary(s: &str, max: usize) -> usize {
-    if max >= s.len() {
-        return s.len();
-    }
-    let mut i = max;
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// Cuts `input` to at most [`MAX_TEXT_BYTES`]: `(kept, was_truncated)`.
@@ -139,7 +141,7 @@ pub(crate) fn bound(input: &str) -> (&str, bool) {
     if input.len() <= MAX_TEXT_BYTES {
         return (input, false);
     }
-    let cut = floor_boundary(input, MAX_TEXT_BYTES);
+    let cut = input.floor_char_boundary(MAX_TEXT_BYTES);
     let head = input.get(..cut).unwrap_or("");
     // do not leave half a token behind (it might be a secret's prefix no rule recognises)
     let floor = cut.saturating_sub(TRUNCATE_BACKOFF);

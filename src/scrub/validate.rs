@@ -250,7 +250,9 @@ pub(crate) fn userinfo_not_placeholder(
 /// Classification of a sensitive key: the rule id and the kind used in the placeholder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyClass {
+    /// Rule id of the remark, e.g. `@password_kv`.
     pub rule: &'static str,
+    /// Placeholder kind, e.g. `password`.
     pub kind: &'static str,
     /// A weak class (`*Key`, `*_KEY`: `HEROKU_KEY` but also `cacheKey`): its value is replaced only
     /// when it looks like a secret ([`looks_like_secret_value`]).
