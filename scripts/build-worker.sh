@@ -11,6 +11,14 @@ case "$name" in
   agent-runner) dir="$SELFHEAL_ROOT"; extra=(--features agent-runner) ;;
   *) echo "build-worker.sh: unknown Worker '$name'" >&2; exit 2 ;;
 esac
+out="$dir/build/index_bg.wasm"
 if [ "${SELFHEAL_PREBUILT:-}" = 1 ] && [ -f "$dir/build/index.js" ]; then exit 0; fi
+# Up to date when the output is newer than every input: the core, this crate, the manifests.
+# (worker-build would otherwise re-run wasm-bindgen and wasm-opt, ~15 s per Worker, for nothing.)
+if [ -f "$out" ] && [ -f "$dir/build/index.js" ] && [ -z "$(find "$SELFHEAL_ROOT/src" "$dir/src" \
+    "$SELFHEAL_ROOT/Cargo.toml" "$SELFHEAL_ROOT/Cargo.lock" "$dir/Cargo.toml" -newer "$out" -print -quit)" ]; then
+  echo "selfheal build: $name is up to date" >&2
+  exit 0
+fi
 cd "$dir"
 worker-build --release "${extra[@]}"
