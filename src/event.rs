@@ -354,30 +354,29 @@ fn script_name(item: &TraceItem, cfg: &PipelineConfig) -> String {
 }
 
 /// Arguments of a `console.*` call joined by spaces, without the `"[name]"` first argument that a
-/// multi-config `wrangler dev` injects. Objects are JSON. Not scrubbed.
-fn log_text_raw(log: &TraceLog) -> String {
-    let args = dev_prefix_stripped(&log.message);
+/// multi-config `wrangler dev` injects; `render` appends one argument (its index, its value).
+fn join_log_args(log: &TraceLog, mut render: impl FnMut(&mut String, usize, &Value)) -> String {
     let mut out = String::new();
-    for (i, arg) in args.iter().enumerate() {
+    for (i, arg) in dev_prefix_stripped(&log.message).iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        match arg {
-            Value::String(s) => out.push_str(s),
-            other => out.push_str(&other.to_string()),
-        }
+        render(&mut out, i, arg);
     }
     out
 }
 
-/// Like [`log_text_raw`], but every argument is scrubbed first (structured ones with key awareness).
+/// The log's text as written (objects as JSON). Not scrubbed.
+fn log_text_raw(log: &TraceLog) -> String {
+    join_log_args(log, |out, _, arg| match arg {
+        Value::String(s) => out.push_str(s),
+        other => out.push_str(&other.to_string()),
+    })
+}
+
+/// The log's text with every argument scrubbed first (structured ones with key awareness).
 fn log_text(log: &TraceLog, field: &str, remarks: &mut Vec<FieldRemark>) -> String {
-    let args = dev_prefix_stripped(&log.message);
-    let mut out = String::new();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
+    join_log_args(log, |out, i, arg| {
         let arg_field = format!("{field}[{i}]");
         match arg {
             Value::String(s) => out.push_str(&scrub_field(s, &arg_field, remarks)),
@@ -387,8 +386,7 @@ fn log_text(log: &TraceLog, field: &str, remarks: &mut Vec<FieldRemark>) -> Stri
                 out.push_str(&v.to_string());
             }
         }
-    }
-    out
+    })
 }
 
 fn dev_prefix_stripped(args: &[Value]) -> &[Value] {

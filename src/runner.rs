@@ -179,15 +179,13 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
     let db = env.d1(DB_BINDING)?;
     let today = utc_day(workers::now_ms());
-    let budget = || async {
-        let row: Option<BudgetRow> =
-            workers::query::<BudgetRow>(&db, &sql_with(SELECT_BUDGET, vec![today.as_str().into()]))
-                .await?
-                .pop();
-        let cap = daily_cap(env)?;
-        Ok::<Value, GlueError>(json!(row.unwrap_or(BudgetRow {
+    let budget_sql = sql_with(SELECT_BUDGET, vec![today.as_str().into()]);
+    // Before the first claim of the day there is no row: today's cap, nothing used.
+    let budget = |row: Option<BudgetRow>| -> Result<Value, GlueError> {
+        let cap = i64::from(daily_cap(env)?);
+        Ok(json!(row.unwrap_or(BudgetRow {
             day: today.clone(),
-            cap: i64::from(cap),
+            cap,
             used: 0
         })))
     };
@@ -195,7 +193,7 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
         "/api/incidents" => json!(workers::query::<IncidentRow>(&db, &sql(LIST_INCIDENTS)).await?),
         "/api/tickets" => json!(workers::query::<TicketRow>(&db, &sql(LIST_TICKETS)).await?),
         "/api/runs" => json!(workers::query::<FixRunRow>(&db, &sql(LIST_RUNS)).await?),
-        "/api/budget" => budget().await?,
+        "/api/budget" => budget(workers::query::<BudgetRow>(&db, &budget_sql).await?.pop())?,
         "/api/ingest" => json!(workers::query::<Value>(&db, &sql(LIST_INGEST_STATS)).await?),
         "/api/summary" => {
             let results = workers::batch(
@@ -205,6 +203,7 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
                     sql(LIST_TICKETS),
                     sql(LIST_RUNS),
                     sql(LIST_INGEST_STATS),
+                    budget_sql.clone(),
                 ],
             )
             .await?;
@@ -216,6 +215,11 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
                     .map(Option::unwrap_or_default)
             };
             let (incidents, tickets, runs, ingest) = (get(0)?, get(1)?, get(2)?, get(3)?);
+            let budget_row = results
+                .get(4)
+                .map(workers::rows::<BudgetRow>)
+                .transpose()?
+                .and_then(|mut v| v.pop());
             let count = |state: &str| runs.iter().filter(|r| r["state"] == state).count();
             let events: i64 = incidents
                 .iter()
@@ -230,7 +234,7 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
                 "runs_total": runs.len(),
                 "malformed_items": ingest.iter().filter_map(|d| d["malformed"].as_i64()).sum::<i64>(),
                 "noise_items": ingest.iter().filter_map(|d| d["noise"].as_i64()).sum::<i64>(),
-                "budget": budget().await?,
+                "budget": budget(budget_row)?,
             })
         }
         _ => return Ok(None),

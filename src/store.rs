@@ -275,7 +275,7 @@ pub struct FixRunRow {
     pub id: i64,
     /// `ops_incidents.id`.
     pub incident_id: i64,
-    /// `tickets.id` once ticketed.
+    /// `tickets.id` of the ticket the run was claimed from.
     pub ticket_id: i64,
     /// Incident fingerprint (32 hex chars).
     pub fingerprint: String,
@@ -302,19 +302,24 @@ pub struct BudgetRow {
     pub used: i64,
 }
 
-/// Column list of [`IncidentRow`].
-pub const INCIDENT_COLUMNS: &str = "id, fingerprint, fingerprint_version, script_name, route_pattern, exception_type, \
-normalized_message, top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, first_release, \
-last_release, status, ticket_id";
+/// Column list of [`IncidentRow`], as a literal so statements can `concat!` it.
+macro_rules! incident_columns {
+    () => {
+        "id, fingerprint, fingerprint_version, script_name, route_pattern, exception_type, normalized_message, \
+         top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, first_release, last_release, \
+         status, ticket_id"
+    };
+}
 
 // ---------------------------------------------------------------------------------------------
 // scheduled: tickets for new incidents.
 
 /// Incidents that need a ticket: open, not ignored, no ticket yet; oldest first. `?1` = limit.
-pub const SELECT_TICKET_CANDIDATES: &str = "SELECT id, fingerprint, fingerprint_version, script_name, route_pattern, \
-exception_type, normalized_message, top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, \
-first_release, last_release, status, ticket_id FROM ops_incidents WHERE status = 'open' AND ticket_id IS NULL \
-ORDER BY first_seen, id LIMIT ?1";
+pub const SELECT_TICKET_CANDIDATES: &str = concat!(
+    "SELECT ",
+    incident_columns!(),
+    " FROM ops_incidents WHERE status = 'open' AND ticket_id IS NULL ORDER BY first_seen, id LIMIT ?1"
+);
 
 /// Up to `?2` earliest samples for each incident in the JSON array of fingerprints `?1`.
 pub const SELECT_SAMPLES: &str = "SELECT fingerprint, method, url, status, outcome, message, stack, logs, release, \
@@ -377,9 +382,11 @@ pub const PRUNE_OCCURRENCES: &str = "DELETE FROM ops_occurrences WHERE ts < ?1";
 // agent-runner: claim once, then take a unit of the daily cap.
 
 /// Incident and ticket a fix job refers to. `?1` = incident id.
-pub const SELECT_JOB_SOURCE: &str = "SELECT i.id, i.fingerprint, i.fingerprint_version, i.script_name, i.route_pattern, \
-i.exception_type, i.normalized_message, i.top_frame, i.status_class, i.occurrence_count, i.stored_events, i.first_seen, \
-i.last_seen, i.first_release, i.last_release, i.status, i.ticket_id FROM ops_incidents i WHERE i.id = ?1";
+pub const SELECT_JOB_SOURCE: &str = concat!(
+    "SELECT ",
+    incident_columns!(),
+    " FROM ops_incidents WHERE id = ?1"
+);
 
 /// Ticket by id.
 pub const SELECT_TICKET: &str = "SELECT id, incident_id, fingerprint, title, body, state, created_at, queued_at FROM tickets WHERE id = ?1";
@@ -451,9 +458,11 @@ pub const CLAIM_READBACK_INDEX: usize = 5;
 // HTTP API reads.
 
 /// All incidents, most recent first.
-pub const LIST_INCIDENTS: &str = "SELECT id, fingerprint, fingerprint_version, script_name, route_pattern, \
-exception_type, normalized_message, top_frame, status_class, occurrence_count, stored_events, first_seen, last_seen, \
-first_release, last_release, status, ticket_id FROM ops_incidents ORDER BY last_seen DESC, id DESC LIMIT 500";
+pub const LIST_INCIDENTS: &str = concat!(
+    "SELECT ",
+    incident_columns!(),
+    " FROM ops_incidents ORDER BY last_seen DESC, id DESC LIMIT 500"
+);
 /// All tickets.
 pub const LIST_TICKETS: &str = "SELECT id, incident_id, fingerprint, title, body, state, created_at, queued_at FROM tickets ORDER BY id LIMIT 500";
 /// All fix runs.

@@ -173,6 +173,18 @@ pub struct FixJob {
     pub fingerprint: String,
 }
 
+impl FixJob {
+    /// A version-1 job for an incident's ticket.
+    pub fn new(incident_id: i64, ticket_id: i64, fingerprint: String) -> Self {
+        FixJob {
+            v: 1,
+            incident_id,
+            ticket_id,
+            fingerprint,
+        }
+    }
+}
+
 /// `text` inside a fence that it cannot close: bounded, control characters removed.
 pub fn fence(text: &str) -> String {
     let body = bounded(text);

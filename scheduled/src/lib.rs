@@ -12,7 +12,7 @@ use selfheal::store::{
 };
 use selfheal::ticket::{self, FixJob};
 use selfheal::workers::{self, DB_BINDING, GlueError, QUEUE_BINDING, sql_with};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use worker::{
     Context, Env, Request, Response, ScheduleContext, ScheduledEvent, console_error, console_log,
     event,
@@ -25,8 +25,8 @@ const UNQUEUED_GRACE_MS: i64 = 120_000;
 /// How long occurrence keys are kept for redelivery detection, ms (7 days).
 const OCCURRENCE_RETENTION_MS: i64 = 7 * 86_400_000;
 
-/// What one run did; also the JSON body of `GET /run` (manual trigger for operators).
-#[derive(Debug, Default, Serialize)]
+/// What one run did (logged).
+#[derive(Debug, Default)]
 struct RunReport {
     tickets_opened: usize,
     jobs_sent: usize,
@@ -110,12 +110,7 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
                 id: i64,
             }
             for created in workers::rows::<Created>(result)? {
-                jobs.push(FixJob {
-                    v: 1,
-                    incident_id: inc.id,
-                    ticket_id: created.id,
-                    fingerprint: inc.fingerprint.clone(),
-                });
+                jobs.push(FixJob::new(inc.id, created.id, inc.fingerprint.clone()));
             }
         }
         report.tickets_opened = jobs.len();
@@ -142,12 +137,7 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
     let mut resend = Vec::new();
     for result in results.iter().take(2) {
         for j in workers::rows::<JobRef>(result)? {
-            resend.push(FixJob {
-                v: 1,
-                incident_id: j.incident_id,
-                ticket_id: j.ticket_id,
-                fingerprint: j.fingerprint,
-            });
+            resend.push(FixJob::new(j.incident_id, j.ticket_id, j.fingerprint));
         }
     }
     report.jobs_resent = send_jobs(&db, &queue, resend, now).await?;
