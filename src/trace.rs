@@ -204,14 +204,18 @@ impl std::error::Error for BatchError {}
 /// Parses `JSON.stringify(events)` of a tail invocation.
 ///
 /// Input: a JSON array of TraceItems. Each element is parsed on its own, so an element of the wrong
-/// shape (say `"logs": 5`) lands in [`ParsedBatch::malformed`] and the others are kept.
+/// shape (say `"logs": 5`) lands in [`ParsedBatch::malformed`] and the others are kept. So does an
+/// element nested deeper than serde_json's recursion limit (128): the array is split with
+/// [`RawValue`], which skips over elements without a depth limit, so only that element fails.
+/// Lone UTF-16 surrogates (`"\ud800"`, which `JSON.stringify` writes for a string holding half a
+/// surrogate pair) become U+FFFD instead of making the item malformed (see `parse_item`).
 ///
 /// Errors: [`BatchError`] only when the text is not a JSON array.
 pub fn parse_batch(json: &str) -> Result<ParsedBatch, BatchError> {
     let raw: Vec<&RawValue> = serde_json::from_str(json).map_err(|e| BatchError(e.to_string()))?;
     let mut out = ParsedBatch::default();
     for (index, item) in raw.into_iter().enumerate() {
-        match serde_json::from_str::<TraceItem>(item.get()) {
+        match parse_item(item.get()) {
             Ok(t) => out.items.push((index, t)),
             Err(e) => out.malformed.push(MalformedItem {
                 index,
@@ -220,6 +224,71 @@ pub fn parse_batch(json: &str) -> Result<ParsedBatch, BatchError> {
         }
     }
     Ok(out)
+}
+
+/// Parses one TraceItem of a batch.
+///
+/// serde_json refuses `\uD800`–`\uDFFF` escapes that are not a well-formed surrogate pair (Rust
+/// strings cannot hold them), but JavaScript strings can, and `JSON.stringify` writes them as such
+/// escapes: a message that sliced an emoji in half would make its whole item malformed. When
+/// parsing fails and the text has such escapes, they are replaced by `\uFFFD` (what
+/// `String::from_utf16_lossy` does) and the item is parsed once more.
+fn parse_item(json: &str) -> Result<TraceItem, serde_json::Error> {
+    match serde_json::from_str::<TraceItem>(json) {
+        Ok(t) => Ok(t),
+        Err(e) => match replace_lone_surrogates(json) {
+            Some(fixed) => serde_json::from_str(&fixed),
+            None => Err(e),
+        },
+    }
+}
+
+/// `json` with every `\u` escape of a lone surrogate (inside a string) replaced by `\ufffd`, or
+/// `None` when there is none. A well-formed pair (`\ud83d\ude00`) and an escaped backslash
+/// followed by `u` (`\\ud800`, literal text) are left alone. Only ASCII is rewritten, so the
+/// result is valid UTF-8 whatever the input.
+fn replace_lone_surrogates(json: &str) -> Option<String> {
+    let b = json.as_bytes();
+    let escape_at = |i: usize| -> Option<u16> {
+        if b.get(i) != Some(&b'\\') || b.get(i + 1) != Some(&b'u') {
+            return None;
+        }
+        let hex = json.get(i + 2..i + 6)?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b.get(i) {
+            Some(b'"') => {
+                in_string = !in_string;
+                i += 1;
+            }
+            Some(b'\\') if in_string => match escape_at(i) {
+                Some(0xD800..=0xDBFF)
+                    if escape_at(i + 6).is_some_and(|lo| (0xDC00..=0xDFFF).contains(&lo)) =>
+                {
+                    i += 12;
+                }
+                Some(0xD800..=0xDFFF) => {
+                    let o = out.get_or_insert_with(|| String::with_capacity(json.len()));
+                    o.push_str(json.get(copied..i).unwrap_or(""));
+                    o.push_str("\\ufffd");
+                    i += 6;
+                    copied = i;
+                }
+                Some(_) => i += 6,
+                // any other escape: the backslash and the escaped char
+                None => i += 2,
+            },
+            _ => i += 1,
+        }
+    }
+    let mut o = out?;
+    o.push_str(json.get(copied..).unwrap_or(""));
+    Some(o)
 }
 
 #[cfg(test)]
@@ -234,6 +303,27 @@ mod tests {
         assert_eq!(parsed.malformed.len(), 1);
         assert_eq!(parsed.malformed[0].index, 1);
         assert_eq!(parsed.items[1].0, 2);
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_chars() {
+        let batch = r#"[{"exceptions":[{"message":"a\ud800b \udc00 \ud83d\ude00 \\ud800"}]}]"#;
+        let parsed = parse_batch(batch).expect("array");
+        assert!(parsed.malformed.is_empty(), "{:?}", parsed.malformed);
+        let message = parsed.items[0].1.exceptions[0].message.clone();
+        assert_eq!(
+            message.as_deref(),
+            Some("a\u{fffd}b \u{fffd} \u{1f600} \\ud800")
+        );
+        // an item that is malformed for another reason stays malformed
+        assert_eq!(
+            parse_batch(r#"[{"logs":5,"k":"\ud800"}]"#)
+                .expect("array")
+                .malformed
+                .len(),
+            1
+        );
+        assert_eq!(replace_lone_surrogates(r#"{"a":"\u0041\n"}"#), None);
     }
 
     #[test]
