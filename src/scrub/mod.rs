@@ -36,7 +36,7 @@ mod structured;
 pub mod validate;
 
 pub use structured::{
-    HEADER_ALLOW_LIST, MAX_JSON_DEPTH, scrub_cf, scrub_headers, scrub_json, scrub_url,
+    HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, scrub_cf, scrub_headers, scrub_json, scrub_url,
 };
 pub use validate::{KeyClass, classify_key};
 
@@ -79,7 +79,9 @@ impl Scrubbed {
 
 /// A remark on a structured field: `field` is a dotted path like
 /// "logs[2].message[1].user.password" or "request.url". A remark about an object key itself
-/// (a key that contained an email, say) has `#key` appended to the path.
+/// (a key that contained an email, say) has `#key` appended to the path. An `@truncate` remark
+/// on a collection (`request.headers`, an event's `remarks`) counts entries instead of bytes:
+/// `start` = entries kept, `end` = entries there were.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldRemark {
     /// Dotted path of the field.

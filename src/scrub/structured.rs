@@ -1,5 +1,7 @@
 //! Structured scrubbing: URLs, JSON values, request headers, the `cf` object.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use super::validate::classify_key;
@@ -7,6 +9,10 @@ use super::{FieldRemark, Remark, Scrubbed, TRUNCATION_MARKER, bound, scrub_text}
 
 /// JSON nested deeper than this is replaced by `"[truncated:depth]"`.
 pub const MAX_JSON_DEPTH: usize = 16;
+
+/// [`scrub_headers`] keeps at most this many headers (allow-listed ones first); the rest are
+/// dropped and counted under the key [`TRUNCATION_MARKER`]. Real requests carry a few dozen.
+pub const MAX_HEADERS: usize = 128;
 
 /// Request headers whose values are kept (after scrubbing); every other value becomes
 /// `[redacted:header]`. Compared case-insensitively. `sec-ch-ua*` and `sec-fetch-*` are allowed
@@ -178,8 +184,10 @@ fn field_remarks(field: &str, remarks: Vec<Remark>, out: &mut Vec<FieldRemark>) 
 /// under sensitive keys ([`classify_key`]: password, secret, token, api_key, authorization,
 /// cookie, session, credential, private_key, ... also as substrings like `dbPassword`) are
 /// replaced whole whatever their type, except `null` and `""` which hide nothing; object keys
-/// that contain PII are scrubbed too (remark path gets `#key`). Deeper than [`MAX_JSON_DEPTH`]
-/// levels, a value is replaced by `"[truncated:depth]"` with an `@truncate` remark.
+/// that contain PII are scrubbed too (remark path gets `#key`), and keys of one object that
+/// scrub to the same text are told apart by a suffix `_2`, `_3`, … in order. Deeper than
+/// [`MAX_JSON_DEPTH`] levels, a value is replaced by `"[truncated:depth]"` with an `@truncate`
+/// remark.
 pub fn scrub_json(value: &mut Value, field: &str, remarks: &mut Vec<FieldRemark>) {
     walk(value, field, 0, remarks);
 }
@@ -220,6 +228,9 @@ fn walk(value: &mut Value, field: &str, depth: usize, remarks: &mut Vec<FieldRem
         }
         Value::Object(map) => {
             let old = std::mem::take(map);
+            // Per scrubbed key, the last suffix used. (Appending one `_` per collision made
+            // 20,000 email keys, all `[redacted:email]`, cost quadratic time and memory.)
+            let mut suffixes: HashMap<String, usize> = HashMap::new();
             for (key, mut item) in old {
                 let scrubbed_key = scrub_text(&key);
                 let mut new_key = if scrubbed_key.remarks.is_empty() {
@@ -227,8 +238,15 @@ fn walk(value: &mut Value, field: &str, depth: usize, remarks: &mut Vec<FieldRem
                 } else {
                     scrubbed_key.text
                 };
-                while map.contains_key(&new_key) {
-                    new_key.push('_');
+                if map.contains_key(&new_key) {
+                    let n = suffixes.entry(new_key.clone()).or_insert(1);
+                    new_key = loop {
+                        *n += 1;
+                        let candidate = format!("{new_key}_{n}");
+                        if !map.contains_key(&candidate) {
+                            break candidate;
+                        }
+                    };
                 }
                 let path = join_key(field, &new_key);
                 if !scrubbed_key.remarks.is_empty() {
@@ -267,13 +285,19 @@ fn header_allowed(name: &str) -> bool {
 /// (`referer` and `origin` scrubbed as URLs, the rest with the text rules); every other header
 /// keeps its name and gets `[redacted:header]` with an `@header` remark, including values the
 /// runtime already replaced with `REDACTED`.
+///
+/// At most [`MAX_HEADERS`] headers are kept, allow-listed ones first. When some are dropped, the
+/// key [`TRUNCATION_MARKER`] holds how many, and an `@truncate` remark on `field` has `start` =
+/// headers kept and `end` = headers there were (counts, not bytes).
 pub fn scrub_headers(
     headers: &Map<String, Value>,
     field: &str,
     remarks: &mut Vec<FieldRemark>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    for (name, value) in headers {
+    let allowed = headers.iter().filter(|(name, _)| header_allowed(name));
+    let others = headers.iter().filter(|(name, _)| !header_allowed(name));
+    for (name, value) in allowed.chain(others).take(MAX_HEADERS) {
         let path = join_key(field, name);
         if !header_allowed(name) {
             remarks.push(FieldRemark {
@@ -312,6 +336,19 @@ pub fn scrub_headers(
             }
         };
         out.insert(name.clone(), scrubbed);
+    }
+    if headers.len() > out.len() {
+        let kept = out.len();
+        remarks.push(FieldRemark {
+            field: field.to_string(),
+            rule: "@truncate".into(),
+            start: kept,
+            end: headers.len(),
+        });
+        out.insert(
+            TRUNCATION_MARKER.to_string(),
+            Value::from(headers.len() - kept),
+        );
     }
     out
 }
