@@ -13,7 +13,7 @@ use crate::config::PipelineConfig;
 use crate::fingerprint::{Components, FINGERPRINT_VERSION, hex, status_class};
 use crate::normalize::normalize_message;
 use crate::route::route_pattern;
-use crate::scrub::{self, FieldRemark, Scrubbed};
+use crate::scrub::{self, FieldRemark, MAX_TEXT_BYTES, Scrubbed, TRUNCATION_MARKER};
 use crate::stack::{Frame, panic_location, parse_stack, top_in_app_frame};
 use crate::trace::{TraceException, TraceItem, TraceLog};
 
@@ -23,6 +23,10 @@ pub const MAX_MESSAGE_BYTES: usize = 2048;
 pub const MAX_STACK_LINES: usize = 20;
 /// Error/warn log lines kept per event, each cut to [`MAX_MESSAGE_BYTES`].
 pub const MAX_LOG_LINES: usize = 5;
+/// Remarks kept per event. Past it, the first ones are kept with the `@truncate` remarks of the
+/// stored fields, and one last remark `{field: "remarks", rule: "@truncate", start: kept, end:
+/// total}` says how many there were (its `start`/`end` count remarks, not bytes).
+pub const MAX_REMARKS: usize = 256;
 
 /// The message of the runtime's follow-up exception when a request hung (e.g. after a Rust panic).
 const HUNG_PREFIX: &str = "The Workers runtime canceled this request because it detected that your Worker's code had hung";
@@ -60,11 +64,16 @@ pub struct Event {
     pub status: Option<u16>,
     /// The runtime's outcome (`ok`, `exception`, …; `unknown` when absent).
     pub outcome: String,
-    /// Scrubbed message, not normalized, at most [`MAX_MESSAGE_BYTES`].
+    /// Scrubbed message, not normalized, at most [`MAX_MESSAGE_BYTES`]; a longer one is cut and
+    /// ends with [`TRUNCATION_MARKER`], covered by an `@truncate` remark on `error.message`.
     pub message: String,
-    /// Scrubbed stack excerpt (top [`MAX_STACK_LINES`] lines), possibly empty.
+    /// Scrubbed stack excerpt (top [`MAX_STACK_LINES`] lines), possibly empty; when lines were
+    /// dropped, one more line [`TRUNCATION_MARKER`], covered by an `@truncate` remark on
+    /// `error.stack`.
     pub stack: String,
-    /// Scrubbed error/warn log lines (at most [`MAX_LOG_LINES`]).
+    /// Scrubbed error/warn log lines (at most [`MAX_LOG_LINES`], each at most
+    /// [`MAX_MESSAGE_BYTES`]; a longer one is cut and ends with [`TRUNCATION_MARKER`], covered by
+    /// an `@truncate` remark on `logs[<index in the item>]`).
     pub logs: Vec<String>,
     /// Scrubbed request summary: method, url, allow-listed headers, colo/country.
     pub request: Value,
@@ -74,7 +83,9 @@ pub struct Event {
     pub entrypoint: Option<String>,
     /// Event time, ms since the epoch.
     pub timestamp_ms: i64,
-    /// Which scrubbing rules fired where (never the values).
+    /// Which scrubbing rules fired where (never the values), at most [`MAX_REMARKS`]. The ranges
+    /// of remarks on `error.message`, `error.stack` and `request.url` lie inside the stored field:
+    /// remarks on text that was cut off are dropped with it.
     pub remarks: Vec<FieldRemark>,
 }
 
@@ -119,7 +130,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
     {
         return Verdict::Noise(NoiseReason::Ignored);
     }
-    let message = truncate(&message, MAX_MESSAGE_BYTES).to_string();
+    let message = bound_field(message, MAX_MESSAGE_BYTES, "error.message", &mut remarks);
     let stack_full = scrub_field(&primary.stack, "error.stack", &mut remarks);
 
     let frames = parse_stack(&stack_full);
@@ -164,7 +175,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
         .map(|(i, l)| {
             let text = log_text(l, &format!("logs[{i}].message"), &mut remarks);
             let line = format!("[{}] {}", l.level.as_deref().unwrap_or("log"), text);
-            truncate(&line, MAX_MESSAGE_BYTES).to_string()
+            bound_field(line, MAX_MESSAGE_BYTES, &format!("logs[{i}]"), &mut remarks)
         })
         .collect();
 
@@ -184,6 +195,8 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
         .map(|t| t as i64)
         .unwrap_or(now_ms);
 
+    let stack = stack_excerpt(&stack_full, &mut remarks);
+    cap_remarks(&mut remarks);
     let fingerprint = components.fingerprint();
     Verdict::Event(Box::new(Event {
         event_key: event_key(item),
@@ -198,11 +211,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
             .clone()
             .unwrap_or_else(|| "unknown".to_string()),
         message,
-        stack: stack_full
-            .lines()
-            .take(MAX_STACK_LINES)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        stack,
         logs,
         request: request_summary,
         release: item.release().map(String::from),
@@ -355,9 +364,20 @@ fn script_name(item: &TraceItem, cfg: &PipelineConfig) -> String {
 
 /// Arguments of a `console.*` call joined by spaces, without the `"[name]"` first argument that a
 /// multi-config `wrangler dev` injects; `render` appends one argument (its index, its value).
-fn join_log_args(log: &TraceLog, mut render: impl FnMut(&mut String, usize, &Value)) -> String {
+///
+/// Stops before the next argument once the text is longer than `limit` bytes: the caller cuts
+/// it to that size anyway, and a call with 100,000 arguments would otherwise scrub (and remark)
+/// every one of them.
+fn join_log_args(
+    log: &TraceLog,
+    limit: usize,
+    mut render: impl FnMut(&mut String, usize, &Value),
+) -> String {
     let mut out = String::new();
     for (i, arg) in dev_prefix_stripped(&log.message).iter().enumerate() {
+        if out.len() > limit {
+            break;
+        }
         if i > 0 {
             out.push(' ');
         }
@@ -366,17 +386,19 @@ fn join_log_args(log: &TraceLog, mut render: impl FnMut(&mut String, usize, &Val
     out
 }
 
-/// The log's text as written (objects as JSON). Not scrubbed.
+/// The log's text as written (objects as JSON). Not scrubbed. Arguments past
+/// [`MAX_TEXT_BYTES`] are left out (scrubbing would cut them off).
 fn log_text_raw(log: &TraceLog) -> String {
-    join_log_args(log, |out, _, arg| match arg {
+    join_log_args(log, MAX_TEXT_BYTES, |out, _, arg| match arg {
         Value::String(s) => out.push_str(s),
         other => out.push_str(&other.to_string()),
     })
 }
 
 /// The log's text with every argument scrubbed first (structured ones with key awareness).
+/// Arguments past [`MAX_MESSAGE_BYTES`] are left out (the line is cut to that size).
 fn log_text(log: &TraceLog, field: &str, remarks: &mut Vec<FieldRemark>) -> String {
-    join_log_args(log, |out, i, arg| {
+    join_log_args(log, MAX_MESSAGE_BYTES, |out, i, arg| {
         let arg_field = format!("{field}[{i}]");
         match arg {
             Value::String(s) => out.push_str(&scrub_field(s, &arg_field, remarks)),
@@ -420,6 +442,107 @@ fn scrub_with(s: Scrubbed, field: &str, remarks: &mut Vec<FieldRemark>) -> Strin
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
+}
+
+/// Cuts `text`, the stored value of `field`, to at most `max` bytes with a visible end: the
+/// kept prefix, then [`TRUNCATION_MARKER`] covered by an `@truncate` remark. The cut never
+/// splits a replacement of `field` (a half `[redacted:` placeholder would read as text), and
+/// the remarks of `field` past the cut are dropped: they would point outside the stored text.
+/// Text within `max` is returned unchanged.
+fn bound_field(
+    mut text: String,
+    max: usize,
+    field: &str,
+    remarks: &mut Vec<FieldRemark>,
+) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = text.floor_char_boundary(max.saturating_sub(TRUNCATION_MARKER.len()));
+    // Replacements of one field do not overlap, so one pass finds the one the cut falls in.
+    if let Some(r) = remarks
+        .iter()
+        .find(|r| r.field == field && r.start < cut && cut < r.end)
+    {
+        cut = r.start;
+    }
+    remarks.retain(|r| r.field != field || r.end <= cut);
+    text.truncate(cut);
+    text.push_str(TRUNCATION_MARKER);
+    remarks.push(FieldRemark {
+        field: field.to_string(),
+        rule: "@truncate".to_string(),
+        start: cut,
+        end: text.len(),
+    });
+    text
+}
+
+/// The top [`MAX_STACK_LINES`] lines of the scrubbed stack, as a prefix of it (so the remarks of
+/// `error.stack` keep their offsets), without trailing line breaks. When lines are dropped, a last
+/// line [`TRUNCATION_MARKER`] gets an `@truncate` remark and the remarks past the cut go.
+fn stack_excerpt(full: &str, remarks: &mut Vec<FieldRemark>) -> String {
+    let cut = full
+        .match_indices('\n')
+        .nth(MAX_STACK_LINES - 1)
+        .map(|(i, _)| i)
+        .filter(|&i| !full[i..].trim_end_matches(['\r', '\n']).is_empty());
+    let Some(cut) = cut else {
+        return full.trim_end_matches(['\r', '\n']).to_string();
+    };
+    let mut out = full[..cut].trim_end_matches(['\r', '\n']).to_string();
+    remarks.retain(|r| r.field != "error.stack" || r.end <= out.len());
+    out.push('\n');
+    let start = out.len();
+    out.push_str(TRUNCATION_MARKER);
+    remarks.push(FieldRemark {
+        field: "error.stack".to_string(),
+        rule: "@truncate".to_string(),
+        start,
+        end: out.len(),
+    });
+    out
+}
+
+/// True for the `@truncate` remark of a field stored in the event (message, stack, url, headers,
+/// a log line): those say that what is stored was cut, and survive [`cap_remarks`].
+fn is_field_truncation(r: &FieldRemark) -> bool {
+    let f = r.field.as_str();
+    r.rule == "@truncate"
+        && (matches!(
+            f,
+            "error.message" | "error.stack" | "request.url" | "request.headers"
+        ) || f
+            .strip_prefix("logs[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// Keeps at most [`MAX_REMARKS`] remarks (see there): a hostile item can carry tens of thousands
+/// of secrets (say a logged object with 50,000 email keys), and the remarks are stored with the
+/// event in one D1 value, whose size is limited.
+fn cap_remarks(remarks: &mut Vec<FieldRemark>) {
+    let total = remarks.len();
+    if total <= MAX_REMARKS {
+        return;
+    }
+    let pinned = remarks.iter().filter(|r| is_field_truncation(r)).count();
+    let mut budget = (MAX_REMARKS - 1).saturating_sub(pinned);
+    remarks.retain(|r| {
+        if is_field_truncation(r) {
+            return true;
+        }
+        let keep = budget > 0;
+        budget = budget.saturating_sub(1);
+        keep
+    });
+    let kept = remarks.len();
+    remarks.push(FieldRemark {
+        field: "remarks".to_string(),
+        rule: "@truncate".to_string(),
+        start: kept,
+        end: total,
+    });
 }
 
 /// Deterministic key of one occurrence: the same item delivered twice gets the same key, two
