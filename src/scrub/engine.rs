@@ -30,13 +30,32 @@ struct Engine {
 }
 
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine {
-    set: RegexSetBuilder::new(RULES.iter().map(|r| r.pattern))
+    set: build_set(),
+    regexes: RULES.iter().map(|_| OnceLock::new()).collect(),
+});
+
+/// The prefilter over every rule pattern; `None` when it exceeds its size limits.
+fn build_set() -> Option<RegexSet> {
+    RegexSetBuilder::new(RULES.iter().map(|r| r.pattern))
         .size_limit(64 << 20)
         .dfa_size_limit(8 << 20)
         .build()
-        .ok(),
-    regexes: RULES.iter().map(|_| OnceLock::new()).collect(),
-});
+        .ok()
+}
+
+/// Compiles the prefilter `RegexSet` and every rule's own regex afresh, bypassing the caches,
+/// and returns how many compiled (rules + 1 for the set).
+///
+/// Exists for benchmarking the compile cost (`benches/pipeline.rs`): the pipeline never calls
+/// it, it compiles lazily (the set on the first scrub, each rule regex on its first candidate).
+pub fn compile_rules() -> usize {
+    let set = usize::from(build_set().is_some());
+    let rules = RULES
+        .iter()
+        .filter(|r| Regex::new(r.pattern).is_ok())
+        .count();
+    set + rules
+}
 
 fn rule_regex(i: usize) -> Option<&'static Regex> {
     let spec = RULES.get(i)?;

@@ -35,6 +35,7 @@ pub mod rules;
 mod structured;
 pub mod validate;
 
+pub use engine::compile_rules;
 pub use structured::{
     HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, scrub_cf, scrub_headers, scrub_json, scrub_url,
 };
