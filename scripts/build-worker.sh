@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 name="${1:?usage: build-worker.sh tail-worker|scheduled|agent-runner}"
 case "$name" in
   tail-worker|scheduled) dir="$SELFHEAL_ROOT/$name"; extra=() ;;
-  agent-runner) dir="$SELFHEAL_ROOT"; extra=(--features agent-runner) ;;
+  agent-runner) dir="$SELFHEAL_ROOT"; extra=(--no-default-features --features agent-runner) ;;
   *) echo "build-worker.sh: unknown Worker '$name'" >&2; exit 2 ;;
 esac
 out="$dir/build/index_bg.wasm"

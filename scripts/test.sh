@@ -13,7 +13,7 @@ echo "== cargo clippy (native, all targets)"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "== cargo clippy (wasm32, Workers)"
 cargo clippy --quiet --target wasm32-unknown-unknown -p tail-worker -p scheduled -- -D warnings
-cargo clippy --quiet --target wasm32-unknown-unknown --lib --features agent-runner -- -D warnings
+cargo clippy --quiet --target wasm32-unknown-unknown --lib --no-default-features --features agent-runner -- -D warnings
 echo "== cargo test (native)"
 cargo test --workspace
 echo "== corpus suites again, with their tables (they print SKIPPED when ../shared/data is absent)"

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "cli")]
+pub mod eval;
 pub mod event;
 pub mod fingerprint;
 pub mod normalize;

@@ -3,114 +3,21 @@
 
 mod common;
 
+use selfheal::eval::stacks;
 use selfheal::stack::{Frame, panic_location, parse_stack, top_in_app_frame};
 use serde_json::Value;
 
-/// Fixtures without a `stack`: error-stack-parser reads them from Opera's `stacktrace` /
-/// `opera#sourceloc` fields, which no runtime we see (V8 in workerd) produces. Out of scope.
-const OUT_OF_SCOPE: &[&str] = &["OPERA_927", "OPERA_10"];
-
-/// Fixtures that must match exactly (every one in scope, today).
-const FLOOR_EXACT: usize = 22;
-
-fn expected_frame(v: &Value) -> Frame {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let n = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .and_then(|x| u32::try_from(x).ok())
-    };
-    Frame {
-        function: s("functionName"),
-        file: s("fileName"),
-        line: n("lineNumber"),
-        column: n("columnNumber"),
-    }
-}
-
-fn field(frame: &Frame, name: &str) -> Value {
-    match name {
-        "functionName" => frame.function.clone().map_or(Value::Null, Value::from),
-        "fileName" => frame.file.clone().map_or(Value::Null, Value::from),
-        "lineNumber" => frame.line.map_or(Value::Null, Value::from),
-        "columnNumber" => frame.column.map_or(Value::Null, Value::from),
-        _ => Value::Null,
-    }
-}
-
 #[test]
 fn error_stack_parser_fixtures() {
-    let Some(path) = common::shared_data_or_skip(
-        "stacktraces/error_stack_parser_fixtures.jsonl",
-        "stack_corpus",
-    ) else {
+    let Some(dir) = common::shared_data_or_skip("stacktraces", "stack_corpus") else {
         return;
     };
-    let fixtures = common::read_jsonl(&path);
-    let (mut in_scope, mut exact, mut top_ok) = (0, 0, 0);
-    for fx in &fixtures {
-        let id = fx.get("id").and_then(Value::as_str).unwrap_or("?");
-        if OUT_OF_SCOPE.contains(&id) {
-            eprintln!("{id}: out of scope (no stack field)");
-            continue;
-        }
-        let Some(stack) = fx.get("stack").and_then(Value::as_str) else {
-            panic!("{id}: in scope but has no stack");
-        };
-        in_scope += 1;
-        let frames = parse_stack(stack);
-        let mut problems = Vec::new();
-        let want_count = fx
-            .get("expected_frame_count")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize;
-        if frames.len() != want_count {
-            problems.push(format!("frame count {} != {want_count}", frames.len()));
-        }
-        let expected: Vec<Frame> = fx
-            .get("expected_frames")
-            .and_then(Value::as_array)
-            .map_or_else(Vec::new, |a| a.iter().map(expected_frame).collect());
-        for (k, want) in expected.iter().enumerate() {
-            match frames.get(k) {
-                Some(got) if got == want => {}
-                got => problems.push(format!("frame {k}: got {got:?}, want {want:?}")),
-            }
-        }
-        let mut top_matches = expected.first().is_none_or(|w| frames.first() == Some(w));
-        for f in fx
-            .get("expected_fields")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let idx = f.get(0).and_then(Value::as_u64).unwrap_or(0) as usize;
-            let name = f.get(1).and_then(Value::as_str).unwrap_or("");
-            let want = f.get(2).cloned().unwrap_or(Value::Null);
-            let got = frames.get(idx).map_or(Value::Null, |fr| field(fr, name));
-            if got != want {
-                problems.push(format!("frame {idx}.{name}: got {got}, want {want}"));
-                if idx == 0 {
-                    top_matches = false;
-                }
-            }
-        }
-        if top_matches && !frames.is_empty() {
-            top_ok += 1;
-        }
-        if problems.is_empty() {
-            exact += 1;
-        } else {
-            eprintln!("{id}: MISMATCH\n  {}", problems.join("\n  "));
-        }
-    }
-    eprintln!(
-        "error-stack-parser fixtures: {exact}/{in_scope} exact, {top_ok}/{in_scope} top frame, {} out of scope",
-        OUT_OF_SCOPE.len()
-    );
-    assert_eq!(in_scope, fixtures.len() - OUT_OF_SCOPE.len());
-    assert!(exact >= FLOOR_EXACT, "exact {exact} < floor {FLOOR_EXACT}");
-    assert_eq!(top_ok, in_scope);
+    let data = dir.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let ev = stacks::evaluate(&data).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}", ev.render());
+    assert_eq!(ev.fixtures + ev.out_of_scope, 24);
+    assert_eq!(ev.out_of_scope, stacks::OUT_OF_SCOPE.len());
+    assert!(ev.goals_met(), "{:?}", ev.mismatches);
 }
 
 #[test]

@@ -1,0 +1,206 @@
+//! `selfheal`: the core's functions on the command line, over JSON Lines.
+//!
+//! Each of `scrub`, `normalize` and `fingerprint` reads JSON Lines on stdin and writes exactly one
+//! JSON line on stdout per input line, in order. A line that cannot be used gives
+//! `{"error": "..."}` on its line and the run goes on. They call the same library functions the
+//! Workers run: [`selfheal::scrub::scrub_text`], [`selfheal::normalize::normalize_message`] and
+//! [`selfheal::event::process_item`] (the tail Worker's whole pipeline for one TraceItem).
+//!
+//! `eval` runs the evaluations of [`selfheal::eval`] on the public corpora and prints the tables.
+
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use selfheal::config::PipelineConfig;
+use selfheal::eval::{Evaluation, data_dir};
+use selfheal::event::{Verdict, process_item};
+use selfheal::normalize::normalize_message;
+use selfheal::scrub::scrub_text;
+use selfheal::trace::TraceItem;
+
+#[derive(Parser)]
+#[command(
+    name = "selfheal",
+    version,
+    about = "selfheal's core on the command line: scrub, normalize, fingerprint (JSON Lines in, JSON Lines out) and the evaluations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scrub secrets and PII from text.
+    ///
+    /// In: {"text": "..."} per line. Out: {"text": "<scrubbed>", "remarks": [{"rule": "@email",
+    /// "start": N, "end": N}]}, where start/end are byte offsets of each replacement in the
+    /// scrubbed text. Texts over 16 KiB are truncated first (an "@truncate" remark says so).
+    Scrub,
+    /// Normalize a message into its grouping key, with typed placeholders (<int>, <uuid>, <email>, …).
+    ///
+    /// In: {"message": "..."} per line. Out: {"normalized": "..."}.
+    Normalize,
+    /// Run the tail Worker's pipeline on one TraceItem and print its fingerprint.
+    ///
+    /// In: one TraceItem (the JSON the runtime passes to a tail handler) per line.
+    /// Out: {"fingerprint": "<32 hex>", "components": {...}, "noise": false, "noise_reason": null}
+    /// for an error, or {"fingerprint": null, "components": null, "noise": true, "noise_reason":
+    /// "healthy" | "client_error" | "client_disconnected" | "ignored"} for noise.
+    Fingerprint {
+        /// Script name for items whose scriptName is null (as SELFHEAL_SCRIPT_NAME).
+        #[arg(long)]
+        script_name: Option<String>,
+        /// Comma-separated exception names to ignore (as SELFHEAL_IGNORE_EXCEPTIONS).
+        #[arg(long)]
+        ignore_exceptions: Option<String>,
+        /// JSON array of message regexes to ignore (as SELFHEAL_IGNORE_MESSAGES).
+        #[arg(long)]
+        ignore_messages: Option<String>,
+    },
+    /// Run every evaluation on the public corpora (scrubbing, grouping, stack parsing) and print
+    /// the tables next to their baselines and goals.
+    Eval {
+        /// Print one JSON document instead of the tables.
+        #[arg(long)]
+        json: bool,
+        /// The corpora folder (default: $SELFHEAL_SHARED_DATA, else ../shared/data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+/// Applies `f` to every stdin line, writing one output line each. I/O errors end the run.
+fn each_line(mut f: impl FnMut(&str) -> Value) -> std::io::Result<()> {
+    let stdin = std::io::stdin().lock();
+    let interactive = std::io::stdin().is_terminal();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for line in stdin.split(b'\n') {
+        let mut line = line?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let value = match std::str::from_utf8(&line) {
+            Ok(text) => f(text),
+            Err(e) => json!({ "error": format!("line is not UTF-8: {e}") }),
+        };
+        serde_json::to_writer(&mut out, &value)?;
+        out.write_all(b"\n")?;
+        if interactive {
+            out.flush()?;
+        }
+    }
+    out.flush()
+}
+
+/// The string field `key` of a JSON object line, or the error value to print.
+fn string_field(line: &str, key: &str) -> Result<String, Value> {
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| json!({ "error": format!("invalid JSON: {e}") }))?;
+    match v.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(json!({ "error": format!("expected an object with a string field \"{key}\"") })),
+    }
+}
+
+fn scrub(line: &str) -> Value {
+    match string_field(line, "text") {
+        Ok(text) => serde_json::to_value(scrub_text(&text))
+            .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+        Err(e) => e,
+    }
+}
+
+fn normalize(line: &str) -> Value {
+    match string_field(line, "message") {
+        Ok(m) => json!({ "normalized": normalize_message(&m) }),
+        Err(e) => e,
+    }
+}
+
+fn fingerprint(line: &str, cfg: &PipelineConfig, now_ms: i64) -> Value {
+    let item: TraceItem = match serde_json::from_str(line) {
+        Ok(item) => item,
+        Err(e) => return json!({ "error": format!("not a TraceItem: {e}") }),
+    };
+    match process_item(&item, cfg, now_ms) {
+        Verdict::Event(e) => json!({
+            "fingerprint": e.fingerprint,
+            "components": e.components,
+            "noise": false,
+            "noise_reason": null,
+        }),
+        Verdict::Noise(reason) => json!({
+            "fingerprint": null,
+            "components": null,
+            "noise": true,
+            "noise_reason": reason,
+        }),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    let io = |e: std::io::Error| format!("I/O error: {e}");
+    match cli.command {
+        Command::Scrub => each_line(scrub).map_err(io)?,
+        Command::Normalize => each_line(normalize).map_err(io)?,
+        Command::Fingerprint {
+            script_name,
+            ignore_exceptions,
+            ignore_messages,
+        } => {
+            let cfg = PipelineConfig::from_vars(
+                script_name.as_deref(),
+                ignore_exceptions.as_deref(),
+                ignore_messages.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            let now = now_ms();
+            each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
+        }
+        Command::Eval { json, data } => {
+            let Some(dir) = data_dir(data.as_deref()) else {
+                eprintln!(
+                    "selfheal eval: SKIPPED: no corpora folder (give --data DIR, set SELFHEAL_SHARED_DATA, or put ../shared/data beside the repository)"
+                );
+                return Ok(ExitCode::from(2));
+            };
+            let ev = Evaluation::run(&dir).map_err(|e| e.to_string())?;
+            if json {
+                let text = serde_json::to_string_pretty(&ev).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{}", ev.render());
+                println!(
+                    "\ngoals: {}",
+                    if ev.goals_met() {
+                        "all met"
+                    } else {
+                        "NOT all met (see above)"
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("selfheal: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
