@@ -1,0 +1,163 @@
+// Starts one workerd (through miniflare, the library `wrangler dev` runs workerd with) holding:
+//   driver          bench/workerd/driver.mjs: holds the batches, calls env.<T>.tail(batch) over RPC
+//   selfheal-tail   the real tail Worker build (index.js + index_bg.wasm), options read from
+//                   tail-worker/wrangler.toml exactly as wrangler builds them, with the local D1
+//   bench-tail-nod1 the same build wrapped by bench/workerd/tail-nod1.mjs: D1 replaced by a stub
+//   bench-noop      bench/workerd/noop.mjs: a tail consumer that does nothing
+// and reads the CPU time of the workerd process from /proc: the sum over its threads of
+// /proc/<pid>/task/<tid>/schedstat (ns on CPU, not tick-sampled), and that of its main thread
+// (tid = pid) alone, which runs every isolate (JS, wasm, GC); the other threads are V8's
+// background workers (optimizing compilation of hot wasm/JS) and I/O.
+
+import { Miniflare, convertV4MiniflareOptions } from "miniflare";
+import { readFileSync, readdirSync, mkdirSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { unstable_getMiniflareWorkerOptions } from "wrangler";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const ROOT = join(HERE, "../..");
+
+/** ns on CPU of every thread of `pid`, by thread id. */
+export function threadCpu(pid) {
+  const out = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      out.set(tid, Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]));
+    } catch {
+      // thread exited between readdir and read
+    }
+  }
+  return out;
+}
+
+/** utime+stime of the whole process (clock ticks, includes exited threads). */
+export function processTicks(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
+
+/** CPU spent by `pid` between two `threadCpu` snapshots: { totalNs, perThread: Map }. */
+export function cpuDelta(before, after) {
+  const perThread = new Map();
+  let totalNs = 0;
+  for (const [tid, ns] of after) {
+    const d = ns - (before.get(tid) ?? 0);
+    perThread.set(tid, d);
+    totalNs += d;
+  }
+  return { totalNs, perThread };
+}
+
+function childWorkerd() {
+  const pids = [];
+  for (const p of readdirSync("/proc")) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (comm === "workerd" && ppid === process.pid) pids.push(Number(p));
+    } catch {
+      // process gone
+    }
+  }
+  return pids;
+}
+
+/**
+ * Starts workerd with the driver, the no-op consumer and the tail Worker arms named in `targets`
+ * ("TAIL": the build as deployed, with the local D1; "NOD1": the build with the D1 stub).
+ * `buildDir` holds the tail Worker's index.js and index_bg.wasm (default: tail-worker/build).
+ * `stateDir` holds the local D1 (migrated by `freshState`). Returns { pid, bootCpu, run(target,
+ * from, count), load(batches), stubStats(), logs, dispose }; `bootCpu` is what workerd spent from
+ * its start until every Worker was loaded (it starts at zero: a new process).
+ */
+export async function start({ buildDir = join(ROOT, "tail-worker/build"), stateDir, targets = ["TAIL", "NOD1"], inspectorPort } = {}) {
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(join(ROOT, "tail-worker/wrangler.toml"));
+  // The build is already bundled by worker-build: give its two modules explicitly (as wrangler's
+  // bundle would), so the rule-based module collection (no longer accepted by miniflare 5) is moot.
+  delete workerOptions.rootPath;
+  delete workerOptions.modulesRules;
+  const tailModules = [
+    { type: "ESModule", path: join(buildDir, "index.js") },
+    { type: "CompiledWasm", path: join(buildDir, "index_bg.wasm") },
+  ];
+  const compatibilityDate = workerOptions.compatibilityDate;
+  const arms = {
+    TAIL: { ...workerOptions, name: "selfheal-tail", modulesRoot: buildDir, modules: tailModules },
+    NOD1: {
+      name: "bench-tail-nod1",
+      compatibilityDate,
+      bindings: workerOptions.bindings,
+      modulesRoot: buildDir,
+      modules: [
+        { type: "ESModule", path: join(buildDir, "bench-tail-nod1.mjs"), contents: readFileSync(join(HERE, "tail-nod1.mjs"), "utf8") },
+        ...tailModules,
+      ],
+    },
+  };
+  const tailLogs = [];
+  const before = new Set(childWorkerd());
+  // wrangler 4.164 bundles miniflare 5 and hands it wrangler-style (v4) options through this converter.
+  const mf = new Miniflare(convertV4MiniflareOptions({
+    resourcePersistencePath: join(stateDir, "persist/v3"), // where `wrangler d1 migrations apply --persist-to` wrote
+    inspectorPort,
+    handleStructuredLogs: ({ message }) => tailLogs.push(message),
+    workers: [
+      {
+        name: "driver",
+        modules: true,
+        scriptPath: join(HERE, "driver.mjs"),
+        compatibilityDate,
+        serviceBindings: { NOOP: "bench-noop", ...Object.fromEntries(targets.map((t) => [t, arms[t].name])) },
+      },
+      // The no-op consumer has the D1 binding too, so miniflare's D1 services exist in every
+      // configuration and boot CPU differs only by the tail Worker's own script.
+      { name: "bench-noop", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate, d1Databases: workerOptions.d1Databases },
+      ...targets.map((t) => arms[t]),
+      // With no tail arm, a second no-op Worker stands in for it (miniflare adds per-Worker services).
+      ...(targets.length ? [] : [{ name: "bench-placeholder", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate }]),
+    ],
+  }));
+  await mf.ready;
+  const fresh = childWorkerd().filter((p) => !before.has(p));
+  if (fresh.length !== 1) throw new Error(`expected one new workerd child, found ${fresh.join(",") || "none"}`);
+  const pid = fresh[0];
+  const boot = threadCpu(pid);
+  const bootCpu = { totalNs: [...boot.values()].reduce((a, b) => a + b, 0), mainNs: boot.get(String(pid)) ?? 0 };
+
+  const post = async (path, body) => {
+    const res = await mf.dispatchFetch(`http://bench${path}`, { method: "POST", body });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`POST ${path}: ${res.status} ${text}`);
+    return JSON.parse(text);
+  };
+  return {
+    mf,
+    pid,
+    bootCpu,
+    logs: tailLogs,
+    stubStats: async () => (await (await mf.getWorker("bench-tail-nod1")).fetch("http://stub/")).json(),
+    load: (batches) => post("/load", JSON.stringify(batches)),
+    /** Delivers `count` batches to `target`; CPU of workerd and wall time of the whole call. */
+    async run(target, from, count, cycle = 1e9) {
+      const t0 = threadCpu(pid);
+      const ticks0 = processTicks(pid);
+      const w0 = performance.now();
+      const { items } = await post(`/run?target=${target}&from=${from}&count=${count}&cycle=${Math.min(cycle, 1e9)}`);
+      const wallMs = performance.now() - w0;
+      const d = cpuDelta(t0, threadCpu(pid));
+      return { items, wallMs, ...d, mainNs: d.perThread.get(String(pid)) ?? 0, ticks: processTicks(pid) - ticks0 };
+    },
+    dispose: () => mf.dispose(),
+  };
+}
+
+/** Applies migrations/ to a fresh local D1 under `stateDir` (wrangler, as `npm start` does). */
+export async function freshState(stateDir) {
+  rmSync(stateDir, { recursive: true, force: true });
+  mkdirSync(stateDir, { recursive: true });
+  const { migrate } = await import(join(ROOT, "scripts/lib/stack.mjs"));
+  await migrate(stateDir);
+}
