@@ -11,6 +11,7 @@ pub mod config;
 pub mod eval;
 pub mod event;
 pub mod fingerprint;
+pub mod github;
 pub mod normalize;
 pub mod route;
 pub mod scrub;
