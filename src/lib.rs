@@ -12,6 +12,7 @@ pub mod eval;
 pub mod event;
 pub mod fingerprint;
 pub mod github;
+pub mod handover;
 pub mod normalize;
 pub mod route;
 pub mod scrub;
