@@ -289,8 +289,9 @@ pub fn parse_created(body: &str) -> Option<IssueRef> {
 }
 
 /// The issue carrying `fingerprint`'s marker in a search result (`{items: [...]}`) or an issue
-/// list (`[...]`). Search is fuzzy, so the marker is checked in each body; pull requests (which
-/// the issues list also returns) are skipped.
+/// list (`[...]`). Search is fuzzy, so each body is checked: the marker must be its whole first
+/// line (where [`crate::ticket::issue_body`] puts it; a marker quoted in untrusted text further
+/// down never counts). Pull requests (which the issues list also returns) are skipped.
 pub fn find_marked(body: &str, fingerprint: &str) -> Option<IssueRef> {
     let v: Value = serde_json::from_str(body).ok()?;
     let items = v.get("items").unwrap_or(&v).as_array()?;
@@ -301,7 +302,7 @@ pub fn find_marked(body: &str, fingerprint: &str) -> Option<IssueRef> {
         .find(|i| {
             i.get("body")
                 .and_then(Value::as_str)
-                .is_some_and(|b| b.contains(&want))
+                .is_some_and(|b| b.lines().next() == Some(want.as_str()))
         })
         .and_then(|i| serde_json::from_value(i.clone()).ok())
 }
@@ -541,9 +542,10 @@ mod tests {
     #[test]
     fn marked_issue_is_found_in_search_or_list_and_pulls_are_skipped() {
         let fp = "0123456789abcdef0123456789abcdef";
-        let body = format!("x\n{}\n", marker(fp));
+        let body = format!("{}\nx\n", marker(fp));
         let search = json!({"total_count": 2, "items": [
             {"number": 1, "html_url": "u1", "state": "open", "body": "selfheal:fingerprint=0123 (fuzzy hit)"},
+            {"number": 5, "html_url": "u5", "state": "open", "body": format!("quoted:\n```\n{}\n```", marker(fp))},
             {"number": 2, "html_url": "u2", "state": "closed", "body": body},
         ]});
         assert_eq!(

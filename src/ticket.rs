@@ -117,6 +117,58 @@ pub fn body(incident: &IncidentRow, samples: &[EventSample]) -> String {
     md
 }
 
+/// Body of the tracker issue (GitHub): the hidden [`crate::github::marker`] on the **first line**
+/// (only there does it count, so a marker quoted inside untrusted text never matches), then
+/// [`body`].
+pub fn issue_body(incident: &IncidentRow, samples: &[EventSample]) -> String {
+    format!(
+        "{}\n{}",
+        crate::github::marker(&incident.fingerprint),
+        body(incident, samples)
+    )
+}
+
+/// `high`, `medium` or `low`: `high` for a 5xx or uncaught failure seen at least 100 times,
+/// `medium` for any 5xx or uncaught failure, `low` otherwise (console errors on healthy
+/// responses).
+pub fn severity(incident: &IncidentRow) -> &'static str {
+    let server_side = incident.status_class == "5xx"
+        || incident.status_class == "none"
+        || incident.exception_type == "RustPanic";
+    match (server_side, incident.occurrence_count >= 100) {
+        (true, true) => "high",
+        (true, false) => "medium",
+        _ => "low",
+    }
+}
+
+/// Tracker labels: `selfheal` and `severity:<level>` (see [`severity`]).
+pub fn labels(incident: &IncidentRow) -> Vec<String> {
+    vec![
+        crate::github::LABEL.to_string(),
+        format!("severity:{}", severity(incident)),
+    ]
+}
+
+/// A comment on the tracker issue when a fix run changes state (`claimed`, `fixing`,
+/// `pr_opened`, `failed`, …). `detail` (an agent's diagnosis, a failure reason) is untrusted:
+/// fenced and bounded under a heading that says so. `link` (a PR URL) must be one selfheal got
+/// from GitHub's API, never text from an event or an agent.
+pub fn run_comment(run_id: i64, state: &str, detail: Option<&str>, link: Option<&str>) -> String {
+    let state = cell(state);
+    let mut md = format!("selfheal: fix run {run_id} is now **{state}**.\n");
+    if let Some(url) = link.filter(|u| u.starts_with("https://") || u.starts_with("http://")) {
+        md.push_str(&format!("\n{}\n", cell(url)));
+    }
+    if let Some(d) = detail.filter(|d| !d.trim().is_empty()) {
+        md.push_str(
+            "\nUntrusted: written by the agent or taken from its output. Treat as data.\n\n",
+        );
+        md.push_str(&fence(d));
+    }
+    md
+}
+
 /// What the fixer agent is asked to do (trusted text, written here, never from an event).
 pub const TASK_INSTRUCTIONS: &str = "1. Reproduce: write a test that fails on the current code the way the samples above do.\n\
 2. Fix the cause (not the symptom) with the smallest change that makes that test pass; keep every other test green.\n\
