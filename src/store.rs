@@ -379,6 +379,85 @@ WHERE state = 'deferred' AND deferred_day < ?1 ORDER BY id LIMIT 100";
 pub const PRUNE_OCCURRENCES: &str = "DELETE FROM ops_occurrences WHERE ts < ?1";
 
 // ---------------------------------------------------------------------------------------------
+// scheduled: mirroring tickets to an external tracker (GitHub Issues), migration 0002.
+
+/// A ticket not yet on the external tracker, with what its labels need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnmirroredTicket {
+    /// `tickets.id`.
+    pub ticket_id: i64,
+    /// Incident fingerprint (32 hex chars).
+    pub fingerprint: String,
+    /// Ticket title.
+    pub title: String,
+    /// Ticket body (markdown).
+    pub body: String,
+    /// The incident's status class component.
+    pub status_class: String,
+    /// The incident's exception type component.
+    pub exception_type: String,
+    /// The incident's occurrence count.
+    pub occurrence_count: i64,
+}
+
+/// Tickets without a tracker issue, oldest first. `?1` = limit.
+pub const SELECT_UNMIRRORED_TICKETS: &str = "SELECT t.id AS ticket_id, t.fingerprint, t.title, t.body, \
+i.status_class, i.exception_type, i.occurrence_count FROM tickets t JOIN ops_incidents i ON i.id = t.incident_id \
+WHERE t.external_number IS NULL ORDER BY t.id LIMIT ?1";
+
+/// Records the tracker issue of a ticket (first writer wins).
+pub fn record_external(ticket_id: i64, number: i64, url: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE tickets SET external_number = ?2, external_url = ?3, external_state = 'open', updated_at = ?4 \
+         WHERE id = ?1 AND external_number IS NULL",
+        vec![ticket_id.into(), number.into(), url.into(), now_ms.into()],
+    )
+}
+
+/// A change to announce on the tracker: a fix run whose state differs from the last one
+/// commented, or an incident resolved (close) or regressed (reopen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackerChange {
+    /// `tickets.id`.
+    pub ticket_id: i64,
+    /// Issue number on the tracker.
+    pub external_number: i64,
+    /// `run` (comment on `state`) or `issue` (set the issue to `state`: `open` | `closed`).
+    pub kind: String,
+    /// The run's state, or the issue state to set.
+    pub state: String,
+    /// `fix_runs.id` for `run` changes.
+    pub run_id: Option<i64>,
+}
+
+/// Pending tracker changes, oldest first, `?1` = limit: run-state comments, then closes of
+/// resolved incidents and reopens of regressed ones.
+pub const SELECT_TRACKER_CHANGES: &str = "SELECT * FROM (\
+SELECT t.id AS ticket_id, t.external_number, 'run' AS kind, r.state AS state, r.id AS run_id FROM fix_runs r \
+JOIN tickets t ON t.id = r.ticket_id WHERE t.external_number IS NOT NULL AND r.state IS NOT COALESCE(r.notified_state, '') \
+UNION ALL \
+SELECT t.id, t.external_number, 'issue', CASE i.status WHEN 'resolved' THEN 'closed' ELSE 'open' END, NULL \
+FROM tickets t JOIN ops_incidents i ON i.id = t.incident_id WHERE t.external_number IS NOT NULL \
+AND ((i.status = 'resolved' AND t.external_state = 'open') OR (i.status = 'regressed' AND t.external_state = 'closed'))\
+) ORDER BY ticket_id LIMIT ?1";
+
+/// Records that run `run_id`'s state `state` was announced.
+pub fn mark_notified(run_id: i64, state: &str) -> Statement {
+    Statement::new(
+        "UPDATE fix_runs SET notified_state = ?2 WHERE id = ?1",
+        vec![run_id.into(), state.into()],
+    )
+}
+
+/// Records the issue state last set on the tracker.
+pub fn record_external_state(ticket_id: i64, state: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE tickets SET external_state = ?2, updated_at = ?3 WHERE id = ?1",
+        vec![ticket_id.into(), state.into(), now_ms.into()],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // agent-runner: claim once, then take a unit of the daily cap.
 
 /// Incident and ticket a fix job refers to. `?1` = incident id.

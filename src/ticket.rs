@@ -128,14 +128,13 @@ pub fn issue_body(incident: &IncidentRow, samples: &[EventSample]) -> String {
     )
 }
 
-/// `high`, `medium` or `low`: `high` for a 5xx or uncaught failure seen at least 100 times,
-/// `medium` for any 5xx or uncaught failure, `low` otherwise (console errors on healthy
-/// responses).
-pub fn severity(incident: &IncidentRow) -> &'static str {
-    let server_side = incident.status_class == "5xx"
-        || incident.status_class == "none"
-        || incident.exception_type == "RustPanic";
-    match (server_side, incident.occurrence_count >= 100) {
+/// `high`, `medium` or `low` from an incident's components: `high` for a 5xx or uncaught
+/// failure (`status_class` `5xx` or `none`, or a Rust panic) seen at least 100 times, `medium` for
+/// any such failure, `low` otherwise (console errors on healthy responses).
+pub fn severity(status_class: &str, exception_type: &str, occurrences: i64) -> &'static str {
+    let server_side =
+        status_class == "5xx" || status_class == "none" || exception_type == "RustPanic";
+    match (server_side, occurrences >= 100) {
         (true, true) => "high",
         (true, false) => "medium",
         _ => "low",
@@ -143,10 +142,13 @@ pub fn severity(incident: &IncidentRow) -> &'static str {
 }
 
 /// Tracker labels: `selfheal` and `severity:<level>` (see [`severity`]).
-pub fn labels(incident: &IncidentRow) -> Vec<String> {
+pub fn labels(status_class: &str, exception_type: &str, occurrences: i64) -> Vec<String> {
     vec![
         crate::github::LABEL.to_string(),
-        format!("severity:{}", severity(incident)),
+        format!(
+            "severity:{}",
+            severity(status_class, exception_type, occurrences)
+        ),
     ]
 }
 
@@ -323,6 +325,15 @@ mod tests {
             status: "open".into(),
             ticket_id: None,
         }
+    }
+
+    #[test]
+    fn severity_and_labels() {
+        assert_eq!(severity("5xx", "TypeError", 100), "high");
+        assert_eq!(severity("none", "Error", 3), "medium");
+        assert_eq!(severity("2xx", "RustPanic", 5), "medium");
+        assert_eq!(severity("2xx", "ConsoleError", 500), "low");
+        assert_eq!(labels("5xx", "X", 1), vec!["selfheal", "severity:medium"]);
     }
 
     #[test]

@@ -390,3 +390,87 @@ fn samples_query_returns_the_earliest_per_incident() {
     // power of two, ordinal 5 (96) is not stored. The two earliest *stored* are 97 and 98.
     assert_eq!(a, [97, 98]);
 }
+
+#[test]
+fn tracker_mirror_comments_each_run_state_once_and_follows_resolution() {
+    let mut conn = db();
+    ingest(&mut conn, &[event("/a", 1, "x"), event("/b", 2, "y")]);
+    let tickets = open_tickets(&mut conn, 10);
+    assert_eq!(tickets.len(), 2);
+    let unmirrored = |conn: &mut Connection| {
+        query(
+            conn,
+            store::SELECT_UNMIRRORED_TICKETS,
+            vec![SqlValue::Integer(10)],
+        )
+    };
+    let rows = unmirrored(&mut conn);
+    assert_eq!(rows.len(), 2);
+    let row: store::UnmirroredTicket = serde_json::from_value(rows[0].clone()).expect("row");
+    assert_eq!(row.ticket_id, tickets[0]);
+
+    // Mirrored once; a second record (a racing run) changes nothing.
+    batch(
+        &mut conn,
+        &[
+            store::record_external(tickets[0], 41, "https://gh/41", 11),
+            store::record_external(tickets[0], 99, "https://gh/99", 12),
+        ],
+    );
+    assert_eq!(unmirrored(&mut conn).len(), 1);
+    assert_eq!(
+        scalar(&conn, "SELECT external_number FROM tickets WHERE id = 1"),
+        41
+    );
+
+    let changes = |conn: &mut Connection| -> Vec<store::TrackerChange> {
+        query(
+            conn,
+            store::SELECT_TRACKER_CHANGES,
+            vec![SqlValue::Integer(50)],
+        )
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("change"))
+        .collect()
+    };
+    assert!(changes(&mut conn).is_empty());
+    let incident_id = scalar(&conn, "SELECT incident_id FROM tickets WHERE id = 1");
+    let (_, state) = claim(&mut conn, incident_id, tickets[0], "2026-11-21", 5);
+    assert_eq!(state, "ready");
+    let c = changes(&mut conn);
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].kind.as_str(), c[0].state.as_str()), ("run", "ready"));
+    assert_eq!(c[0].external_number, 41);
+    let run_id = c[0].run_id.expect("run id");
+    batch(&mut conn, &[store::mark_notified(run_id, "ready")]);
+    assert!(changes(&mut conn).is_empty());
+    conn.execute("UPDATE fix_runs SET state = 'failed'", [])
+        .expect("fail run");
+    let c = changes(&mut conn);
+    assert_eq!((c[0].kind.as_str(), c[0].state.as_str()), ("run", "failed"));
+    batch(&mut conn, &[store::mark_notified(run_id, "failed")]);
+
+    // Resolved → close once; regressed → reopen once.
+    conn.execute(
+        "UPDATE ops_incidents SET status = 'resolved' WHERE id = ?1",
+        [incident_id],
+    )
+    .expect("resolve");
+    let c = changes(&mut conn);
+    assert_eq!(
+        (c[0].kind.as_str(), c[0].state.as_str()),
+        ("issue", "closed")
+    );
+    batch(
+        &mut conn,
+        &[store::record_external_state(tickets[0], "closed", 20)],
+    );
+    assert!(changes(&mut conn).is_empty());
+    conn.execute(
+        "UPDATE ops_incidents SET status = 'regressed' WHERE id = ?1",
+        [incident_id],
+    )
+    .expect("regress");
+    let c = changes(&mut conn);
+    assert_eq!((c[0].kind.as_str(), c[0].state.as_str()), ("issue", "open"));
+}
