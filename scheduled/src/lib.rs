@@ -5,6 +5,9 @@
 //! only when it created one, so of two concurrent runs only one sends the job. A crash between
 //! insert and send leaves `tickets.queued_at` NULL; a later run sends it then (the agent-runner's
 //! claim makes a duplicate job a no-op). Deferred fix runs whose day has passed are sent again.
+//! With `SELFHEAL_TRACKER=github` the tickets are then mirrored to GitHub Issues ([`tracker`]).
+
+mod tracker;
 
 use selfheal::store::{
     self, EventSample, IncidentRow, PRUNE_OCCURRENCES, SELECT_DEFERRED_DUE, SELECT_SAMPLES,
@@ -31,6 +34,7 @@ struct RunReport {
     tickets_opened: usize,
     jobs_sent: usize,
     jobs_resent: usize,
+    mirror: Option<tracker::MirrorReport>,
 }
 
 #[derive(Deserialize)]
@@ -45,10 +49,11 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     match run(&env).await {
         Ok(r) => console_log!(
-            "selfheal cron: tickets_opened={} jobs_sent={} jobs_resent={}",
+            "selfheal cron: tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?}",
             r.tickets_opened,
             r.jobs_sent,
-            r.jobs_resent
+            r.jobs_resent,
+            r.mirror
         ),
         Err(e) => console_error!("selfheal cron failed: {e}"),
     }
@@ -141,6 +146,13 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
         }
     }
     report.jobs_resent = send_jobs(&db, &queue, resend, now).await?;
+
+    // The external tracker last: a misconfigured or unreachable tracker never blocks tickets/jobs.
+    match tracker::from_env(env) {
+        Ok(Some(repo)) => report.mirror = Some(tracker::mirror(&db, &repo).await?),
+        Ok(None) => {}
+        Err(e) => console_error!("selfheal cron: tracker not mirrored: {e}"),
+    }
     Ok(report)
 }
 

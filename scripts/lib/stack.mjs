@@ -132,7 +132,7 @@ function tail(path, lines = 30) {
 /**
  * Starts the four Workers. Options:
  *  - stateDir: folder for D1 persistence, the dev registry and logs (wiped first when fresh=true);
- *  - runnerVars / tailVars: extra `--var KEY:VALUE` pairs, e.g. { SELFHEAL_DAILY_CAP: "2" };
+ *  - runnerVars / tailVars / scheduledVars: extra `--var KEY:VALUE` pairs, e.g. { SELFHEAL_DAILY_CAP: "2" };
  *  - ports: fixed ports { producer, tail, scheduled, runner } (free ones otherwise);
  *  - extra: more Workers to start, { name: "path/to/wrangler.toml" } (reachable as urls[name]).
  * Returns { ports, urls, api(path), cron(), producer(path, init), stop(), logs }.
@@ -142,6 +142,7 @@ export async function startStack({
   fresh = true,
   runnerVars = {},
   tailVars = {},
+  scheduledVars = {},
   ports = {},
   extra = {},
 } = {}) {
@@ -178,7 +179,7 @@ export async function startStack({
     for (const name of ["tail", "runner", "scheduled", "producer", ...Object.keys(extra)]) {
       const port = ports[name] ?? (await freePort());
       const inspector = await freePort();
-      const vars = name === "runner" ? runnerVars : name === "tail" ? tailVars : {};
+      const vars = { runner: runnerVars, tail: tailVars, scheduled: scheduledVars }[name] ?? {};
       const args = [
         WRANGLER, "dev", "-c", WORKERS[name]?.config ?? extra[name],
         "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspector),
