@@ -458,6 +458,118 @@ pub fn record_external_state(ticket_id: i64, state: &str, now_ms: i64) -> Statem
 }
 
 // ---------------------------------------------------------------------------------------------
+// agent-runner: the local fixer's lease (migration 0003).
+
+/// What a fixer gets with its lease: the run, its task and where its ticket lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedRun {
+    /// `fix_runs.id`.
+    pub run_id: i64,
+    /// `ops_incidents.id`.
+    pub incident_id: i64,
+    /// `tickets.id`.
+    pub ticket_id: i64,
+    /// Incident fingerprint.
+    pub fingerprint: String,
+    /// The lease id to present with heartbeats and the result.
+    pub lease_id: String,
+    /// When the lease ends unless renewed, ms since the epoch.
+    pub lease_expires_at: i64,
+    /// The agent-neutral task (JSON text, see [`crate::ticket::task`]).
+    pub task: String,
+    /// The incident's latest release (`scriptVersion` tag or id), to pick the base commit.
+    pub last_release: Option<String>,
+    /// Tracker issue number, when mirrored.
+    pub external_number: Option<i64>,
+    /// Tracker issue URL, when mirrored.
+    pub external_url: Option<String>,
+}
+
+/// Index of the read-back statement in [`lease_statements`].
+pub const LEASE_READBACK_INDEX: usize = 2;
+
+/// Takes the lease on the oldest `ready` run whose incident is not cooling down, as one D1
+/// `batch()`: 0. expired leases go back to `ready`; 1. the lease, only when no run is `leased` or
+/// `fixing` (the partial unique index `fix_runs_one_lease` is the guarantee); 2. read back.
+/// Times in ms since the epoch.
+pub fn lease_statements(lease_id: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "UPDATE fix_runs SET state = 'ready', lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = ?1 WHERE state IN ('leased', 'fixing') AND lease_expires_at < ?1",
+            vec![now_ms.into()],
+        ),
+        Statement::new(
+            "UPDATE fix_runs SET state = 'leased', lease_id = ?1, lease_owner = ?2, lease_expires_at = ?3 + ?4, \
+             updated_at = ?3 WHERE id = (SELECT r.id FROM fix_runs r JOIN ops_incidents i ON i.id = r.incident_id \
+             WHERE r.state = 'ready' AND COALESCE(i.cooldown_until, 0) <= ?3 ORDER BY r.id LIMIT 1) \
+             AND NOT EXISTS (SELECT 1 FROM fix_runs WHERE state IN ('leased', 'fixing'))",
+            vec![lease_id.into(), owner.into(), now_ms.into(), ttl_ms.into()],
+        ),
+        Statement::new(
+            "SELECT r.id AS run_id, r.incident_id, r.ticket_id, r.fingerprint, r.lease_id, r.lease_expires_at, r.task, \
+             i.last_release, t.external_number, t.external_url FROM fix_runs r \
+             JOIN ops_incidents i ON i.id = r.incident_id JOIN tickets t ON t.id = r.ticket_id WHERE r.lease_id = ?1",
+            vec![lease_id.into()],
+        ),
+    ]
+}
+
+/// Renews a lease and sets the run's state (`leased` → `fixing`); returns `id` only when the
+/// caller still holds the lease.
+pub fn renew_lease(
+    run_id: i64,
+    lease_id: &str,
+    state: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Statement {
+    Statement::new(
+        "UPDATE fix_runs SET state = ?3, lease_expires_at = ?4 + ?5, updated_at = ?4 \
+         WHERE id = ?1 AND lease_id = ?2 AND state IN ('leased', 'fixing') AND lease_expires_at >= ?4 RETURNING id",
+        vec![
+            run_id.into(),
+            lease_id.into(),
+            state.into(),
+            now_ms.into(),
+            ttl_ms.into(),
+        ],
+    )
+}
+
+/// Ends a lease with the fixer's result: `pr_opened` (with the PR URL) or `failed`. Returns `id`
+/// only when the caller still held the lease. `result` is the JSON the fixer reported.
+pub fn finish_run(
+    run_id: i64,
+    lease_id: &str,
+    state: &str,
+    pr_url: Option<&str>,
+    result: &str,
+    now_ms: i64,
+) -> Statement {
+    Statement::new(
+        "UPDATE fix_runs SET state = ?3, pr_url = ?4, result = ?5, lease_id = NULL, lease_expires_at = NULL, \
+         updated_at = ?6 WHERE id = ?1 AND lease_id = ?2 AND state IN ('leased', 'fixing') RETURNING id",
+        vec![
+            run_id.into(),
+            lease_id.into(),
+            state.into(),
+            pr_url.map_or(SqlValue::Null, SqlValue::from),
+            result.into(),
+            now_ms.into(),
+        ],
+    )
+}
+
+/// Puts the incident of run `run_id` on a cool-down until `until_ms` (after a failed fix).
+pub fn cool_down(run_id: i64, until_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE ops_incidents SET cooldown_until = ?2 WHERE id = (SELECT incident_id FROM fix_runs WHERE id = ?1)",
+        vec![run_id.into(), until_ms.into()],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // agent-runner: claim once, then take a unit of the daily cap.
 
 /// Incident and ticket a fix job refers to. `?1` = incident id.

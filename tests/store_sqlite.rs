@@ -474,3 +474,78 @@ fn tracker_mirror_comments_each_run_state_once_and_follows_resolution() {
     let c = changes(&mut conn);
     assert_eq!((c[0].kind.as_str(), c[0].state.as_str()), ("issue", "open"));
 }
+
+fn lease(conn: &mut Connection, id: &str, now: i64) -> Option<store::LeasedRun> {
+    let res = batch(conn, &store::lease_statements(id, "test-host", now, 1_000));
+    res[store::LEASE_READBACK_INDEX]
+        .first()
+        .map(|v| serde_json::from_value(v.clone()).expect("leased run"))
+}
+
+#[test]
+fn one_lease_at_a_time_expiry_returns_the_run_and_failure_cools_down() {
+    let mut conn = db();
+    ingest(&mut conn, &[event("/a", 1, "x"), event("/b", 2, "y")]);
+    let tickets = open_tickets(&mut conn, 10);
+    for (i, t) in tickets.iter().enumerate() {
+        let incident = i as i64 + 1;
+        assert_eq!(claim(&mut conn, incident, *t, "2026-11-21", 5).1, "ready");
+    }
+    let used = |conn: &Connection| scalar(conn, "SELECT used FROM fix_budget");
+    assert_eq!(used(&conn), 2);
+
+    let a = lease(&mut conn, "lease-a", 100).expect("a lease");
+    assert_eq!((a.run_id, a.lease_expires_at), (1, 1_100));
+    assert!(a.task.starts_with('{'));
+    assert_eq!(
+        lease(&mut conn, "lease-b", 200),
+        None,
+        "one fixer at a time"
+    );
+    // The unique index is the guarantee even without the NOT EXISTS guard.
+    assert!(
+        conn.execute("UPDATE fix_runs SET state = 'fixing' WHERE id = 2", [])
+            .is_err()
+    );
+
+    let renew = |conn: &mut Connection, lease: &str, now: i64| {
+        !batch(conn, &[store::renew_lease(1, lease, "fixing", now, 1_000)])[0].is_empty()
+    };
+    assert!(!renew(&mut conn, "lease-b", 300), "a stranger cannot renew");
+    assert!(renew(&mut conn, "lease-a", 300));
+    // Expired (300 + 1000 < 2000): the next lease takes the same run back, no new cap unit.
+    let c = lease(&mut conn, "lease-c", 2_000).expect("c lease");
+    assert_eq!(c.run_id, 1);
+    assert_eq!(used(&conn), 2);
+    let finish = |conn: &mut Connection, lease: &str, state: &str| {
+        !batch(
+            conn,
+            &[store::finish_run(1, lease, state, None, "{}", 2_100)],
+        )[0]
+        .is_empty()
+    };
+    assert!(
+        !finish(&mut conn, "lease-a", "pr_opened"),
+        "an expired lease reports nothing"
+    );
+    assert!(finish(&mut conn, "lease-c", "failed"));
+    batch(&mut conn, &[store::cool_down(1, 99_999)]);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT cooldown_until FROM ops_incidents WHERE id = 1"
+        ),
+        99_999
+    );
+    // Run 2 is next; once its incident cools down too, nothing is leased.
+    conn.execute(
+        "UPDATE ops_incidents SET cooldown_until = 5000 WHERE id = 2",
+        [],
+    )
+    .expect("cool");
+    assert_eq!(lease(&mut conn, "lease-d", 3_000), None);
+    assert_eq!(
+        lease(&mut conn, "lease-e", 5_000).map(|r| r.run_id),
+        Some(2)
+    );
+}
