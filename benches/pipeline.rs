@@ -26,7 +26,7 @@
 //! `RegexSet` compiled afresh. The pipeline pays this once per isolate, lazily (plus the few
 //! regexes of `normalize` and `stack`, included in the cold-start example's figure).
 //!
-//! The summary re-times the three passes interleaved (7 rounds, median), so that load from other
+//! The summary re-times the three passes interleaved (5 rounds, median), so that load from other
 //! processes hits all three alike, and prints items/s and ratios; it also checks that no planted
 //! secret survives into an event.
 
@@ -181,7 +181,7 @@ fn leak_check(corpus: &Corpus, cfg: &PipelineConfig) -> (usize, u64, u64) {
 }
 
 fn summary(corpora: &[Corpus], cfg: &PipelineConfig) {
-    const ROUNDS: usize = 7;
+    const ROUNDS: usize = 5;
     println!(
         "\nsummary: {N_ITEMS} TraceItems per pass, median of {ROUNDS} interleaved rounds, one thread"
     );
