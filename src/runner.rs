@@ -5,7 +5,13 @@
 //!   message is an acked no-op; the claim takes one unit of the daily cap in the same transaction,
 //!   or defers the run to a later UTC day. A claimed run waits as `ready`, with its task, for a fixer.
 //! - HTTP API (JSON), `Authorization: Bearer $SELFHEAL_API_TOKEN`:
-//!   `GET /api/summary`, `/api/incidents`, `/api/tickets`, `/api/runs`, `/api/budget`, `/api/ingest`.
+//!   `GET /api/summary`, `/api/incidents`, `/api/tickets`, `/api/runs`, `/api/budget`, `/api/ingest`;
+//!   and for the local fixer (`selfheal fix`): `POST /api/runs/lease` (`{owner, ttl_secs}` → 200
+//!   with the leased run and its task, or 204 when nothing is ready), `POST /api/runs/{id}/heartbeat`
+//!   (`{lease_id, state: "fixing", ttl_secs}`) and `POST /api/runs/{id}/result` (`{lease_id,
+//!   outcome: "pr_opened" | "failed", pr_url?, reason?, diagnosis?, evidence?}`); 409 when the
+//!   lease is no longer held. A failed result puts the incident on a cool-down
+//!   (`SELFHEAL_COOLDOWN_HOURS`, default 24).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -163,8 +169,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     if !constant_time_eq(given.as_bytes(), format!("Bearer {token}").as_bytes()) {
         return json_error(401, "missing or wrong bearer token");
     }
+    if req.method() == worker::Method::Post {
+        return match fixer_api(&env, &path, req).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                console_error!("selfheal api {path}: {e}");
+                json_error(500, "internal error")
+            }
+        };
+    }
     if req.method() != worker::Method::Get {
-        return json_error(405, "only GET");
+        return json_error(405, "only GET and POST");
     }
     match api(&env, &path).await {
         Ok(Some(body)) => Response::from_json(&body),
@@ -239,6 +254,162 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// Default lease length when the fixer gives none, seconds.
+const DEFAULT_LEASE_SECS: i64 = 900;
+/// Longest lease a fixer may ask for, seconds.
+const MAX_LEASE_SECS: i64 = 4 * 3600;
+/// Default cool-down after a failed fix, hours.
+const DEFAULT_COOLDOWN_HOURS: i64 = 24;
+
+#[derive(Deserialize)]
+struct LeaseBody {
+    owner: String,
+    ttl_secs: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct HeartbeatBody {
+    lease_id: String,
+    state: Option<String>,
+    ttl_secs: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ResultBody {
+    lease_id: String,
+    outcome: String,
+    pr_url: Option<String>,
+}
+
+fn ttl_ms(ttl_secs: Option<i64>) -> i64 {
+    ttl_secs
+        .unwrap_or(DEFAULT_LEASE_SECS)
+        .clamp(30, MAX_LEASE_SECS)
+        * 1000
+}
+
+/// `crypto.randomUUID()` of the runtime: the lease id.
+fn random_id() -> Result<String, GlueError> {
+    use wasm_bindgen::{JsCast, JsValue};
+    let fail = |_| GlueError::Config("crypto.randomUUID is unavailable".into());
+    let crypto =
+        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(fail)?;
+    let f: js_sys::Function = js_sys::Reflect::get(&crypto, &JsValue::from_str("randomUUID"))
+        .map_err(fail)?
+        .dyn_into()
+        .map_err(fail)?;
+    f.call0(&crypto)
+        .map_err(fail)?
+        .as_string()
+        .ok_or_else(|| GlueError::Config("randomUUID returned no string".into()))
+}
+
+/// The fixer's POST endpoints (see the module doc).
+async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, GlueError> {
+    let db = env.d1(DB_BINDING)?;
+    let now = workers::now_ms();
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "api", "runs", "lease"] => {
+            let Ok(body) = req.json::<LeaseBody>().await else {
+                return Ok(json_error(400, "expected {owner, ttl_secs?}")?);
+            };
+            let lease_id = random_id()?;
+            let owner: String = body.owner.chars().take(100).collect();
+            let results = workers::batch(
+                &db,
+                &store::lease_statements(&lease_id, &owner, now, ttl_ms(body.ttl_secs)),
+            )
+            .await?;
+            let leased = results
+                .get(store::LEASE_READBACK_INDEX)
+                .map(workers::rows::<store::LeasedRun>)
+                .transpose()?
+                .and_then(|mut v| v.pop());
+            match leased {
+                Some(run) => {
+                    console_log!("selfheal api: run {} leased by {owner}", run.run_id);
+                    Ok(Response::from_json(&run)?)
+                }
+                None => Ok(Response::empty()?.with_status(204)),
+            }
+        }
+        ["", "api", "runs", id, action] => {
+            let Ok(run_id) = id.parse::<i64>() else {
+                return Ok(json_error(404, "no such run")?);
+            };
+            let (stmts, lease_id) = match *action {
+                "heartbeat" => {
+                    let Ok(b) = req.json::<HeartbeatBody>().await else {
+                        return Ok(json_error(400, "expected {lease_id, state?, ttl_secs?}")?);
+                    };
+                    let state = b.state.unwrap_or_else(|| "fixing".into());
+                    if state != "fixing" && state != "leased" {
+                        return Ok(json_error(400, "state must be leased or fixing")?);
+                    }
+                    let s =
+                        store::renew_lease(run_id, &b.lease_id, &state, now, ttl_ms(b.ttl_secs));
+                    (vec![s], b.lease_id)
+                }
+                "result" => {
+                    let Ok(text) = req.text().await else {
+                        return Ok(json_error(400, "unreadable body")?);
+                    };
+                    let Ok(b) = serde_json::from_str::<ResultBody>(&text) else {
+                        return Ok(json_error(400, "expected {lease_id, outcome, ...}")?);
+                    };
+                    if b.outcome != "pr_opened" && b.outcome != "failed" {
+                        return Ok(json_error(400, "outcome must be pr_opened or failed")?);
+                    }
+                    let pr_url = b
+                        .pr_url
+                        .as_deref()
+                        .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+                    if b.outcome == "pr_opened" && pr_url.is_none() {
+                        return Ok(json_error(400, "pr_opened needs an http(s) pr_url")?);
+                    }
+                    let result: String = text.chars().take(16 * 1024).collect();
+                    let mut stmts = vec![store::finish_run(
+                        run_id,
+                        &b.lease_id,
+                        &b.outcome,
+                        pr_url,
+                        &result,
+                        now,
+                    )];
+                    if b.outcome == "failed" {
+                        let hours = workers::var(env, "SELFHEAL_COOLDOWN_HOURS")
+                            .and_then(|h| h.trim().parse::<i64>().ok())
+                            .unwrap_or(DEFAULT_COOLDOWN_HOURS);
+                        stmts.push(store::cool_down(
+                            run_id,
+                            now + hours.max(0) * 3_600_000,
+                            now,
+                        ));
+                    }
+                    (stmts, b.lease_id)
+                }
+                _ => return Ok(json_error(404, "no such endpoint")?),
+            };
+            // The cool-down rides in the same batch and only applies when the finish matched.
+            let results = workers::batch(&db, &stmts).await?;
+            let held = results
+                .first()
+                .map(workers::rows::<Value>)
+                .transpose()?
+                .is_some_and(|rows| !rows.is_empty());
+            if !held {
+                console_log!("selfheal api: run {run_id}: lease {lease_id} not held");
+                return Ok(json_error(409, "lease not held (expired or taken over)")?);
+            }
+            Ok(Response::from_json(
+                &json!({ "run_id": run_id, "ok": true }),
+            )?)
+        }
+        _ => Ok(json_error(404, "no such endpoint")?),
+    }
 }
 
 fn json_error(status: u16, message: &str) -> worker::Result<Response> {

@@ -561,11 +561,14 @@ pub fn finish_run(
     )
 }
 
-/// Puts the incident of run `run_id` on a cool-down until `until_ms` (after a failed fix).
-pub fn cool_down(run_id: i64, until_ms: i64) -> Statement {
+/// Puts the incident of run `run_id` on a cool-down until `until_ms`, only when the run was just
+/// marked `failed` at `finished_at_ms` (so it can ride in the same batch as [`finish_run`]: a
+/// stale result, which finishes nothing, cools nothing down).
+pub fn cool_down(run_id: i64, until_ms: i64, finished_at_ms: i64) -> Statement {
     Statement::new(
-        "UPDATE ops_incidents SET cooldown_until = ?2 WHERE id = (SELECT incident_id FROM fix_runs WHERE id = ?1)",
-        vec![run_id.into(), until_ms.into()],
+        "UPDATE ops_incidents SET cooldown_until = ?2 WHERE id = \
+         (SELECT incident_id FROM fix_runs WHERE id = ?1 AND state = 'failed' AND updated_at = ?3)",
+        vec![run_id.into(), until_ms.into(), finished_at_ms.into()],
     )
 }
 

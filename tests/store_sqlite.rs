@@ -528,8 +528,17 @@ fn one_lease_at_a_time_expiry_returns_the_run_and_failure_cools_down() {
         !finish(&mut conn, "lease-a", "pr_opened"),
         "an expired lease reports nothing"
     );
+    // A stale report finishes nothing and so cools nothing down.
+    batch(&mut conn, &[store::cool_down(1, 77_777, 2_100)]);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT count(*) FROM ops_incidents WHERE cooldown_until IS NOT NULL"
+        ),
+        0
+    );
     assert!(finish(&mut conn, "lease-c", "failed"));
-    batch(&mut conn, &[store::cool_down(1, 99_999)]);
+    batch(&mut conn, &[store::cool_down(1, 99_999, 2_100)]);
     assert_eq!(
         scalar(
             &conn,
