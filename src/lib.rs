@@ -11,6 +11,8 @@ pub mod config;
 pub mod eval;
 pub mod event;
 pub mod fingerprint;
+#[cfg(feature = "cli")]
+pub mod fixer;
 pub mod github;
 pub mod handover;
 pub mod normalize;

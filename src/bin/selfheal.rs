@@ -7,6 +7,8 @@
 //! [`selfheal::event::process_item`] (the tail Worker's whole pipeline for one TraceItem).
 //!
 //! `eval` runs the evaluations of [`selfheal::eval`] on the public corpora and prints the tables.
+//! `fix` is the local fixer ([`selfheal::fixer`]): lease a ready run, let an agent fix it in a
+//! worktree, verify, open a draft PR.
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -62,6 +64,10 @@ enum Command {
         #[arg(long)]
         ignore_messages: Option<String>,
     },
+    /// Lease the next ready fix run, let a coding agent fix it in a git worktree, verify the fix
+    /// (a new test fails on the base commit and passes with the change; the test command passes),
+    /// push branch selfheal/<incident> and open a draft PR. One run per invocation.
+    Fix(FixArgs),
     /// Run every evaluation on the public corpora (scrubbing, grouping, stack parsing) and print
     /// the tables next to their baselines and goals.
     Eval {
@@ -72,6 +78,98 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct FixArgs {
+    /// Agent-runner URL.
+    #[arg(long, env = "SELFHEAL_API_URL")]
+    api: String,
+    /// Agent-runner bearer token.
+    #[arg(long, env = "SELFHEAL_API_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The agent command: `claude`, `codex` (shipped templates) or any shell command, with
+    /// {task_file}, {task_md}, {workdir} and {diagnosis_file} filled in.
+    #[arg(long, env = "SELFHEAL_AGENT")]
+    agent: String,
+    /// The test command (run with sh -c in the worktree), e.g. "cargo test" or "npm test".
+    #[arg(long, env = "SELFHEAL_TEST_CMD")]
+    test_cmd: String,
+    /// The local checkout of the repository.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// The git remote to fetch from and push to.
+    #[arg(long, default_value = "origin")]
+    remote: String,
+    /// Wall-time limit of the agent, seconds.
+    #[arg(long, default_value_t = 1800)]
+    agent_timeout_secs: u64,
+    /// Wall-time limit of one test run, seconds.
+    #[arg(long, default_value_t = 900)]
+    test_timeout_secs: u64,
+    /// Lease length, seconds (renewed at each step).
+    #[arg(long, default_value_t = 900)]
+    lease_secs: u64,
+    /// Where worktrees and task files go (default: a temp folder).
+    #[arg(long)]
+    work_root: Option<PathBuf>,
+    /// GitHub repository (owner/name) for the draft PR.
+    #[arg(long, env = "SELFHEAL_GITHUB_REPO")]
+    github_repo: Option<String>,
+    /// GitHub token (contents and pull requests write).
+    #[arg(long, env = "SELFHEAL_GITHUB_TOKEN", hide_env_values = true)]
+    github_token: Option<String>,
+    /// GitHub API root (GitHub Enterprise Server, or a test stand-in).
+    #[arg(long, env = "SELFHEAL_GITHUB_API")]
+    github_api: Option<String>,
+    /// Name reported with the lease.
+    #[arg(long, env = "USER", default_value = "selfheal-fixer")]
+    owner: String,
+    /// Print the report as one JSON document at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+fn fix(a: FixArgs) -> Result<ExitCode, String> {
+    let github = match (&a.github_repo, &a.github_token) {
+        (Some(r), Some(t)) => Some(
+            selfheal::github::Repo::new(a.github_api.as_deref(), r, t)
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    let cfg = selfheal::fixer::FixerConfig {
+        api: a.api,
+        token: a.token,
+        owner: a.owner,
+        repo_dir: a.repo,
+        remote: a.remote,
+        agent_cmd: a.agent,
+        test_cmd: a.test_cmd,
+        agent_timeout: std::time::Duration::from_secs(a.agent_timeout_secs),
+        test_timeout: std::time::Duration::from_secs(a.test_timeout_secs),
+        lease_ttl: std::time::Duration::from_secs(a.lease_secs),
+        work_root: a
+            .work_root
+            .unwrap_or_else(|| std::env::temp_dir().join("selfheal-fix")),
+        github,
+    };
+    let start = std::time::Instant::now();
+    let report = selfheal::fixer::run_once(&cfg, &mut |line| {
+        eprintln!("[{:>7.2}s] {line}", start.elapsed().as_secs_f64());
+    })
+    .map_err(|e| e.to_string())?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    }
+    Ok(if report.outcome == "failed" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Applies `f` to every stdin line, writing one output line each. I/O errors end the run.
@@ -168,6 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let now = now_ms();
             each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
         }
+        Command::Fix(args) => return fix(args),
         Command::Eval { json, data } => {
             let Some(dir) = data_dir(data.as_deref()) else {
                 eprintln!(

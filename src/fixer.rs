@@ -1,0 +1,865 @@
+//! `selfheal fix`: the local fixer, run on the owner's machine (feature `cli`).
+//!
+//! One pass ([`run_once`]):
+//! 1. **lease** the next ready run from the agent-runner (`POST /api/runs/lease`; one fixer at a
+//!    time, enforced there by a unique index; the lease is renewed while working);
+//! 2. **prepare** a git worktree of the repository on branch `selfheal/<incident>` at the commit of
+//!    the incident's release (a tag, else a commit whose message names it), else the default branch;
+//!    write the task (`task.json`, `task.md`) beside it, never inside it;
+//! 3. run the **agent command** (any command; `{task_file}`, `{task_md}`, `{workdir}` and
+//!    `{diagnosis_file}` are filled in) in the worktree, killed at the wall-time limit;
+//! 4. **verify**: the change must add or modify a test file; the test command must **fail** on the
+//!    base commit with only those test files applied (the bug is reproduced) and **pass** with the
+//!    whole change;
+//! 5. on success **push** the branch (never the default branch) and open a **draft** PR (never
+//!    merge); report `pr_opened` or `failed` (with why) to the agent-runner, which cools a failed
+//!    incident down. The tracker comment follows from the run's state (the cron's mirror).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::github::{self, Outcome, Repo};
+use crate::store::LeasedRun;
+
+/// Templates for well-known coding-agent CLIs (`--agent claude` / `--agent codex`).
+pub const AGENT_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "claude",
+        "claude -p \"$(cat {task_md})\" --permission-mode acceptEdits --output-format text > {diagnosis_file}",
+    ),
+    (
+        "codex",
+        "codex exec --full-auto \"$(cat {task_md})\" --output-last-message {diagnosis_file}",
+    ),
+];
+
+/// Longest output kept from a command for the evidence, bytes (the tail is kept).
+const MAX_EVIDENCE_BYTES: usize = 4000;
+
+/// Settings of one fixer.
+#[derive(Debug, Clone)]
+pub struct FixerConfig {
+    /// Agent-runner base URL, e.g. `https://selfheal-agent-runner.example.workers.dev`.
+    pub api: String,
+    /// Its bearer token (`SELFHEAL_API_TOKEN`).
+    pub token: String,
+    /// Name reported with the lease (host or user).
+    pub owner: String,
+    /// The local checkout of the producer's repository.
+    pub repo_dir: PathBuf,
+    /// The git remote to fetch from and push to.
+    pub remote: String,
+    /// The agent command (a template name from [`AGENT_TEMPLATES`] or a shell command).
+    pub agent_cmd: String,
+    /// The test command, run with `sh -c` in a worktree.
+    pub test_cmd: String,
+    /// Wall-time limit of the agent command.
+    pub agent_timeout: Duration,
+    /// Wall-time limit of one test command run.
+    pub test_timeout: Duration,
+    /// Lease length asked for (renewed at each step).
+    pub lease_ttl: Duration,
+    /// Where worktrees and task files go.
+    pub work_root: PathBuf,
+    /// GitHub, for the draft PR; `None` → the branch is pushed and the result says so.
+    pub github: Option<Repo>,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FixReport {
+    /// The leased run, or `None` when nothing was ready.
+    pub run_id: Option<i64>,
+    /// `pr_opened`, `failed` or `idle`.
+    pub outcome: String,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
+    /// The draft PR.
+    pub pr_url: Option<String>,
+    /// Each verification step: what ran, its exit code and the tail of its output.
+    pub evidence: Vec<Evidence>,
+    /// Seconds per phase (`lease`, `prepare`, `agent`, `verify`, `publish`).
+    pub timings: Vec<(String, f64)>,
+}
+
+/// One command of the verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// What the step checks.
+    pub step: String,
+    /// Exit code (`None`: killed at the time limit).
+    pub exit_code: Option<i32>,
+    /// Whether the step went the required way.
+    pub ok: bool,
+    /// Last bytes of stdout+stderr.
+    pub output_tail: String,
+}
+
+/// A failure that ends the pass before a result can be reported (the API or git unusable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixError(pub String);
+
+impl std::fmt::Display for FixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FixError {}
+
+/// Why a verified fix was not accepted (reported as `failed`).
+struct Rejected(String);
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// The agent-runner API.
+struct Api<'a> {
+    cfg: &'a FixerConfig,
+    http: ureq::Agent,
+}
+
+impl Api<'_> {
+    fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), FixError> {
+        let url = format!("{}{path}", self.cfg.api.trim_end_matches('/'));
+        let mut resp = self
+            .http
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.cfg.token))
+            .send_json(body)
+            .map_err(|e| FixError(format!("POST {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    fn lease(&self) -> Result<Option<LeasedRun>, FixError> {
+        let ttl = self.cfg.lease_ttl.as_secs();
+        match self.post(
+            "/api/runs/lease",
+            &json!({ "owner": self.cfg.owner, "ttl_secs": ttl }),
+        )? {
+            (204, _) => Ok(None),
+            (200, v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| FixError(format!("lease: unexpected body: {e}"))),
+            (s, v) => Err(FixError(format!("lease: HTTP {s}: {v}"))),
+        }
+    }
+
+    fn heartbeat(&self, run: &LeasedRun) -> Result<(), FixError> {
+        let ttl = self.cfg.lease_ttl.as_secs();
+        let body = json!({ "lease_id": run.lease_id, "state": "fixing", "ttl_secs": ttl });
+        match self.post(&format!("/api/runs/{}/heartbeat", run.run_id), &body)? {
+            (200, _) => Ok(()),
+            (s, v) => Err(FixError(format!("lease lost (HTTP {s}: {v})"))),
+        }
+    }
+
+    fn result(&self, run: &LeasedRun, report: &FixReport, diagnosis: &str) -> Result<(), FixError> {
+        let body = json!({
+            "lease_id": run.lease_id,
+            "outcome": report.outcome,
+            "pr_url": report.pr_url,
+            "reason": report.reason,
+            "diagnosis": crate::ticket::bounded(diagnosis),
+            "evidence": report.evidence,
+        });
+        match self.post(&format!("/api/runs/{}/result", run.run_id), &body)? {
+            (200, _) => Ok(()),
+            (s, v) => Err(FixError(format!("result: HTTP {s}: {v}"))),
+        }
+    }
+}
+
+/// Output of a command run with a time limit.
+struct Ran {
+    code: Option<i32>,
+    output: String,
+}
+
+/// Runs `sh -c <cmd>` in `dir` with `env`, killing its process group at `limit`.
+fn run_shell(
+    cmd: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    limit: Duration,
+) -> Result<Ran, FixError> {
+    use std::os::unix::process::CommandExt;
+    let out_path = dir.join(format!(".selfheal-out-{}", std::process::id()));
+    let out = std::fs::File::create(&out_path).map_err(|e| FixError(format!("{e}")))?;
+    let err = out.try_clone().map_err(|e| FixError(format!("{e}")))?;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| FixError(format!("spawn {cmd:?}: {e}")))?;
+    let start = Instant::now();
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if start.elapsed() >= limit => {
+                // The whole group: the agent's children too.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(FixError(format!("wait: {e}"))),
+        }
+    };
+    let mut output = String::new();
+    if let Ok(mut f) = std::fs::File::open(&out_path) {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        output = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let _ = std::fs::remove_file(&out_path);
+    Ok(Ran { code, output })
+}
+
+fn tail(s: &str) -> String {
+    let start = s.len().saturating_sub(MAX_EVIDENCE_BYTES);
+    let start = (start..=s.len())
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(s.len());
+    s[start..].to_string()
+}
+
+/// `git -C dir args…`, its stdout trimmed. Errors name the command and its stderr.
+fn git(dir: &Path, args: &[&str]) -> Result<String, FixError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| FixError(format!("git {}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(FixError(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether a changed path is a test: a `test`/`tests`/`__tests__`/`spec` folder, or a file named
+/// `*.test.*`, `*_test.*`, `*.spec.*` or `test_*`.
+pub fn is_test_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let in_test_dir = lower
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|d| matches!(d, "test" | "tests" | "__tests__" | "spec" | "specs"));
+    let name = lower.rsplit('/').next().unwrap_or_default();
+    in_test_dir
+        || name.contains(".test.")
+        || name.contains("_test.")
+        || name.contains(".spec.")
+        || name.starts_with("test_")
+}
+
+/// The agent command for `spec`: a template name of [`AGENT_TEMPLATES`] or the command itself,
+/// with `{task_file}`, `{task_md}`, `{workdir}` and `{diagnosis_file}` replaced (shell-quoted).
+pub fn agent_command(
+    spec: &str,
+    task_file: &Path,
+    task_md: &Path,
+    workdir: &Path,
+    diagnosis: &Path,
+) -> String {
+    let template = AGENT_TEMPLATES
+        .iter()
+        .find(|(name, _)| *name == spec)
+        .map_or(spec, |(_, t)| t);
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    template
+        .replace("{task_file}", &q(task_file))
+        .replace("{task_md}", &q(task_md))
+        .replace("{workdir}", &q(workdir))
+        .replace("{diagnosis_file}", &q(diagnosis))
+}
+
+/// The default branch of `remote` (`refs/remotes/<remote>/HEAD`), else `main`.
+fn default_branch(repo: &Path, remote: &str) -> String {
+    git(
+        repo,
+        &[
+            "symbolic-ref",
+            "--short",
+            &format!("refs/remotes/{remote}/HEAD"),
+        ],
+    )
+    .ok()
+    .and_then(|s| s.strip_prefix(&format!("{remote}/")).map(str::to_string))
+    .unwrap_or_else(|| "main".to_string())
+}
+
+/// The base commit for a release: a tag of that name, else the newest commit whose message names
+/// it, else the tip of the default branch. Returns (commit, how it was found).
+fn base_commit(
+    repo: &Path,
+    remote: &str,
+    release: Option<&str>,
+    default: &str,
+) -> Result<(String, String), FixError> {
+    if let Some(rel) = release.filter(|r| !r.is_empty() && !r.starts_with('-')) {
+        if let Ok(c) = git(
+            repo,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/tags/{rel}^{{commit}}"),
+            ],
+        ) {
+            return Ok((c, format!("tag {rel}")));
+        }
+        if let Ok(c) = git(
+            repo,
+            &[
+                "log",
+                "--all",
+                "-n",
+                "1",
+                "--format=%H",
+                "--fixed-strings",
+                &format!("--grep={rel}"),
+            ],
+        ) && !c.is_empty()
+        {
+            return Ok((c, format!("commit message naming {rel}")));
+        }
+    }
+    let c = git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            &format!("{remote}/{default}^{{commit}}"),
+        ],
+    )
+    .or_else(|_| {
+        git(
+            repo,
+            &["rev-parse", "--verify", &format!("{default}^{{commit}}")],
+        )
+    })?;
+    Ok((c, format!("default branch {default}")))
+}
+
+type Sent = (u16, Vec<(String, String)>, String);
+
+fn read_response(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Sent {
+    match sent {
+        Ok(mut r) => {
+            let headers: Vec<(String, String)> = r
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect();
+            let status = r.status().as_u16();
+            (
+                status,
+                headers,
+                r.body_mut().read_to_string().unwrap_or_default(),
+            )
+        }
+        Err(_) => (0, Vec::new(), String::new()),
+    }
+}
+
+fn send_github(http: &ureq::Agent, req: &github::Request) -> Sent {
+    if let Some(body) = &req.body {
+        let mut b = match req.method {
+            "PATCH" => http.patch(&req.url),
+            _ => http.post(&req.url),
+        };
+        for (k, v) in &req.headers {
+            b = b.header(k, v);
+        }
+        read_response(b.send(body.to_string().as_bytes()))
+    } else {
+        let mut b = http.get(&req.url);
+        for (k, v) in &req.headers {
+            b = b.header(k, v);
+        }
+        read_response(b.call())
+    }
+}
+
+/// Sends a GitHub request with the shared retry rules (waits up to 60 s per retry).
+fn github_call(http: &ureq::Agent, req: &github::Request) -> Result<String, FixError> {
+    for attempt in 1.. {
+        let (status, headers, body) = send_github(http, req);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let resp = github::Response {
+            status,
+            headers: &headers,
+            body: &body,
+        };
+        match github::classify(&resp, attempt, now) {
+            Outcome::Success => return Ok(body),
+            Outcome::Retry { after_secs, .. } if after_secs <= 60 => {
+                std::thread::sleep(Duration::from_secs(after_secs));
+            }
+            Outcome::Retry { reason, .. } | Outcome::Fail { reason } => {
+                return Err(FixError(format!("{} {}: {reason}", req.method, req.url)));
+            }
+        }
+    }
+    Err(FixError("unreachable".into()))
+}
+
+/// One pass: lease, prepare, agent, verify, publish, report. `progress` gets one line per step.
+///
+/// Errors: the API or git cannot be used at all (a rejected fix is not an error: it is reported
+/// as `failed` and returned in the report).
+pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<FixReport, FixError> {
+    let api = Api { cfg, http: agent() };
+    let t0 = Instant::now();
+    let Some(run) = api.lease()? else {
+        progress("nothing to fix: no ready run");
+        return Ok(FixReport {
+            run_id: None,
+            outcome: "idle".into(),
+            reason: None,
+            pr_url: None,
+            evidence: Vec::new(),
+            timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
+        });
+    };
+    progress(&format!(
+        "leased run {} (incident {}, fingerprint {}) until {}",
+        run.run_id,
+        run.incident_id,
+        run.fingerprint,
+        crate::ticket::utc_datetime(run.lease_expires_at)
+    ));
+    let mut report = FixReport {
+        run_id: Some(run.run_id),
+        outcome: "failed".into(),
+        reason: None,
+        pr_url: None,
+        evidence: Vec::new(),
+        timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
+    };
+    let scratch = cfg.work_root.join(format!("run-{}", run.run_id));
+    let diagnosis_path = scratch.join("diagnosis.md");
+    let outcome = attempt(
+        cfg,
+        &api,
+        &run,
+        &scratch,
+        &diagnosis_path,
+        &mut report,
+        progress,
+    );
+    let diagnosis = std::fs::read_to_string(&diagnosis_path).unwrap_or_default();
+    match outcome {
+        Ok(pr_url) => {
+            report.outcome = "pr_opened".into();
+            report.pr_url = Some(pr_url);
+        }
+        Err(Rejected(why)) => {
+            progress(&format!("failed: {why}"));
+            report.reason = Some(why);
+        }
+    }
+    api.result(&run, &report, &diagnosis)?;
+    progress(&format!(
+        "reported {} for run {}",
+        report.outcome, run.run_id
+    ));
+    // Worktrees go; the branch stays (it is what the PR shows).
+    for wt in ["base", "fix"] {
+        let _ = git(
+            &cfg.repo_dir,
+            &[
+                "worktree",
+                "remove",
+                "--force",
+                &scratch.join(wt).display().to_string(),
+            ],
+        );
+    }
+    Ok(report)
+}
+
+fn timed<T>(report: &mut FixReport, phase: &str, start: Instant, v: T) -> T {
+    report
+        .timings
+        .push((phase.to_string(), start.elapsed().as_secs_f64()));
+    v
+}
+
+/// Prepare, agent, verify, publish. `Ok(pr_url)` or why the run failed.
+fn attempt(
+    cfg: &FixerConfig,
+    api: &Api<'_>,
+    run: &LeasedRun,
+    scratch: &Path,
+    diagnosis_path: &Path,
+    report: &mut FixReport,
+    progress: &mut dyn FnMut(&str),
+) -> Result<String, Rejected> {
+    let reject = |e: FixError| Rejected(e.0);
+    let repo = &cfg.repo_dir;
+    let branch = format!("selfheal/{}", run.incident_id);
+
+    // 1. Prepare.
+    let t = Instant::now();
+    api.heartbeat(run).map_err(reject)?;
+    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch).map_err(|e| Rejected(format!("work dir: {e}")))?;
+    let _ = git(repo, &["fetch", "--quiet", &cfg.remote]);
+    let _ = git(repo, &["remote", "set-head", &cfg.remote, "--auto"]);
+    let default = default_branch(repo, &cfg.remote);
+    if branch == default {
+        return Err(Rejected("refusing to work on the default branch".into()));
+    }
+    let (base, how) =
+        base_commit(repo, &cfg.remote, run.last_release.as_deref(), &default).map_err(reject)?;
+    let fix_dir = scratch.join("fix");
+    let fix_s = fix_dir.display().to_string();
+    let _ = git(repo, &["worktree", "prune"]);
+    git(
+        repo,
+        &["worktree", "add", "--force", "-B", &branch, &fix_s, &base],
+    )
+    .map_err(reject)?;
+    let task_file = scratch.join("task.json");
+    let task_md = scratch.join("task.md");
+    let task: Value = serde_json::from_str(&run.task).unwrap_or(Value::Null);
+    let md = format!(
+        "{}\n\n---\nWork in this directory (a git worktree on branch `{branch}` at {how}, {short}). \
+         The test command is `{test}`. Add a test that fails before your fix, then fix the cause. \
+         Write your diagnosis (cause, fix, how the test shows it) to the file in $SELFHEAL_DIAGNOSIS_FILE. \
+         Do not push, do not open pull requests: selfheal verifies and publishes.\n",
+        task.pointer("/ticket/body_markdown")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        short = &base[..base.len().min(12)],
+        test = cfg.test_cmd,
+    );
+    std::fs::write(
+        &task_file,
+        serde_json::to_string_pretty(&task).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::write(&task_md, md))
+    .map_err(|e| Rejected(format!("task file: {e}")))?;
+    progress(&format!(
+        "worktree {fix_s} on {branch} at {how} ({})",
+        &base[..base.len().min(12)]
+    ));
+    timed(report, "prepare", t, ());
+
+    // 2. Agent.
+    let t = Instant::now();
+    api.heartbeat(run).map_err(reject)?;
+    let cmd = agent_command(
+        &cfg.agent_cmd,
+        &task_file,
+        &task_md,
+        &fix_dir,
+        diagnosis_path,
+    );
+    progress(&format!(
+        "agent: {} (limit {} s)",
+        cfg.agent_cmd,
+        cfg.agent_timeout.as_secs()
+    ));
+    let env = [
+        ("SELFHEAL_TASK_FILE", task_file.display().to_string()),
+        ("SELFHEAL_TASK_MD", task_md.display().to_string()),
+        (
+            "SELFHEAL_DIAGNOSIS_FILE",
+            diagnosis_path.display().to_string(),
+        ),
+    ];
+    let ran = run_shell(&cmd, &fix_dir, &env, cfg.agent_timeout).map_err(reject)?;
+    timed(report, "agent", t, ());
+    match ran.code {
+        None => {
+            return Err(Rejected(format!(
+                "agent exceeded its time limit of {} s",
+                cfg.agent_timeout.as_secs()
+            )));
+        }
+        Some(0) => progress("agent finished"),
+        Some(c) => {
+            return Err(Rejected(format!(
+                "agent exited with {c}: {}",
+                tail(&ran.output)
+            )));
+        }
+    }
+
+    // 3. Verify.
+    let t = Instant::now();
+    api.heartbeat(run).map_err(reject)?;
+    git(&fix_dir, &["add", "-A"]).map_err(reject)?;
+    let changed = git(&fix_dir, &["diff", "--cached", "--name-only", &base]).map_err(reject)?;
+    let changed: Vec<&str> = changed.lines().filter(|l| !l.is_empty()).collect();
+    if changed.is_empty() {
+        return Err(Rejected("the agent changed nothing".into()));
+    }
+    let tests: Vec<&str> = changed
+        .iter()
+        .copied()
+        .filter(|p| is_test_path(p))
+        .collect();
+    if tests.is_empty() {
+        return Err(Rejected(format!(
+            "no test added or changed (changed: {}): a fix must come with a test that reproduces the bug",
+            changed.join(", ")
+        )));
+    }
+    let status = git(&fix_dir, &["status", "--porcelain"]).unwrap_or_default();
+    if !status.is_empty() {
+        git(
+            &fix_dir,
+            &[
+                "-c",
+                "user.name=selfheal",
+                "-c",
+                "user.email=selfheal@localhost",
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                &format!(
+                    "selfheal: fix incident {} ({})",
+                    run.incident_id, run.fingerprint
+                ),
+            ],
+        )
+        .map_err(reject)?;
+    }
+    let head = git(&fix_dir, &["rev-parse", "HEAD"]).map_err(reject)?;
+    // Base + the tests only: must fail (the bug is reproduced).
+    let base_dir = scratch.join("base");
+    let base_s = base_dir.display().to_string();
+    git(
+        repo,
+        &["worktree", "add", "--force", "--detach", &base_s, &base],
+    )
+    .map_err(reject)?;
+    let mut args = vec!["checkout", head.as_str(), "--"];
+    args.extend(tests.iter().copied());
+    git(&base_dir, &args).map_err(reject)?;
+    progress(&format!(
+        "verify: test command on the base commit with the new tests ({})",
+        tests.join(", ")
+    ));
+    let before = run_shell(&cfg.test_cmd, &base_dir, &[], cfg.test_timeout).map_err(reject)?;
+    let reproduced = matches!(before.code, Some(c) if c != 0);
+    report.evidence.push(Evidence {
+        step: format!(
+            "`{}` on the base commit {} with only the new tests: must fail",
+            cfg.test_cmd,
+            &base[..base.len().min(12)]
+        ),
+        exit_code: before.code,
+        ok: reproduced,
+        output_tail: tail(&before.output),
+    });
+    if !reproduced {
+        return Err(Rejected(match before.code {
+            None => "the tests on the base commit exceeded their time limit".into(),
+            _ => "the new tests already pass on the base commit: nothing was reproduced".into(),
+        }));
+    }
+    progress("verify: test command with the fix");
+    let after = run_shell(&cfg.test_cmd, &fix_dir, &[], cfg.test_timeout).map_err(reject)?;
+    let passes = after.code == Some(0);
+    report.evidence.push(Evidence {
+        step: format!(
+            "`{}` with the change {}: must pass",
+            cfg.test_cmd,
+            &head[..head.len().min(12)]
+        ),
+        exit_code: after.code,
+        ok: passes,
+        output_tail: tail(&after.output),
+    });
+    timed(report, "verify", t, ());
+    if !passes {
+        return Err(Rejected("the test command fails with the change".into()));
+    }
+
+    // 4. Publish: push the branch (never the default one) and open a draft PR.
+    let t = Instant::now();
+    api.heartbeat(run).map_err(reject)?;
+    git(
+        repo,
+        &[
+            "push",
+            "--quiet",
+            "--force-with-lease",
+            &cfg.remote,
+            &format!("refs/heads/{branch}:refs/heads/{branch}"),
+        ],
+    )
+    .map_err(reject)?;
+    progress(&format!("pushed {branch} to {}", cfg.remote));
+    let Some(gh) = &cfg.github else {
+        return Err(Rejected(format!(
+            "verified and pushed {branch}, but no GitHub repository is configured for the draft PR"
+        )));
+    };
+    let diagnosis = std::fs::read_to_string(diagnosis_path).unwrap_or_default();
+    let body = pr_body(run, &diagnosis, &report.evidence, &base, &how);
+    let http = agent();
+    let existing = github_call(&http, &github::find_pull(gh, &branch)).map_err(reject)?;
+    let pr: Option<github::IssueRef> = serde_json::from_str::<Vec<github::IssueRef>>(&existing)
+        .ok()
+        .and_then(|v| v.into_iter().find(|p| p.state == "open"));
+    let pr = match pr {
+        Some(p) => p,
+        None => {
+            let title = format!(
+                "selfheal: fix incident {} ({})",
+                run.incident_id,
+                &run.fingerprint[..run.fingerprint.len().min(12)]
+            );
+            let created = github_call(
+                &http,
+                &github::create_draft_pull(gh, &branch, &default, &title, &body),
+            )
+            .map_err(reject)?;
+            github::parse_created(&created)
+                .ok_or_else(|| Rejected("create PR: unexpected response".into()))?
+        }
+    };
+    progress(&format!("draft PR {}", pr.html_url));
+    timed(report, "publish", t, ());
+    Ok(pr.html_url)
+}
+
+/// The draft PR's body: links, the agent's diagnosis (untrusted, fenced) and the evidence.
+pub fn pr_body(
+    run: &LeasedRun,
+    diagnosis: &str,
+    evidence: &[Evidence],
+    base: &str,
+    how: &str,
+) -> String {
+    let mut md = format!(
+        "Draft opened by selfheal for incident {} (fingerprint `{}`), run {}.\n\n",
+        run.incident_id, run.fingerprint, run.run_id
+    );
+    if let Some(url) = run
+        .external_url
+        .as_deref()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+    {
+        md.push_str(&format!("Ticket: {url}\n\n"));
+    }
+    md.push_str(&format!(
+        "Base: `{}` ({how}).\n\n## Diagnosis\n\n",
+        &base[..base.len().min(12)]
+    ));
+    md.push_str("Untrusted: written by the agent. Review it as you would a stranger's.\n\n");
+    md.push_str(&crate::ticket::fence(if diagnosis.trim().is_empty() {
+        "(the agent wrote no diagnosis)"
+    } else {
+        diagnosis
+    }));
+    md.push_str("\n## Verification\n\n");
+    for e in evidence {
+        md.push_str(&format!(
+            "- {} — exit {} — {}\n",
+            e.step,
+            e.exit_code.map_or("killed".to_string(), |c| c.to_string()),
+            if e.ok {
+                "as required"
+            } else {
+                "NOT as required"
+            }
+        ));
+        md.push_str(&format!("\n{}\n", crate::ticket::fence(&e.output_tail)));
+    }
+    md.push_str("\nselfheal never merges: review, then mark ready or close.\n");
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_paths() {
+        for p in [
+            "tests/x.rs",
+            "src/__tests__/a.js",
+            "test/price.test.js",
+            "a/b_test.go",
+            "pkg/test_x.py",
+            "web/a.spec.ts",
+        ] {
+            assert!(is_test_path(p), "{p}");
+        }
+        for p in ["src/price.js", "testing.md", "src/contest.rs", "tests"] {
+            assert!(!is_test_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn agent_templates_fill_and_quote() {
+        let p = |s: &str| PathBuf::from(s);
+        let c = agent_command(
+            "claude",
+            &p("/t/task.json"),
+            &p("/t/it's.md"),
+            &p("/w"),
+            &p("/t/d.md"),
+        );
+        assert!(c.starts_with("claude -p"), "{c}");
+        assert!(c.contains(r"'/t/it'\''s.md'"), "{c}");
+        let own = agent_command(
+            "my-agent --task {task_file} --in {workdir}",
+            &p("/t/task.json"),
+            &p("/m"),
+            &p("/w"),
+            &p("/d"),
+        );
+        assert_eq!(own, "my-agent --task '/t/task.json' --in '/w'");
+    }
+
+    #[test]
+    fn shell_runs_are_killed_at_the_limit() {
+        let dir = std::env::temp_dir();
+        let ok = run_shell("echo hi; exit 3", &dir, &[], Duration::from_secs(10)).expect("run");
+        assert_eq!(ok.code, Some(3));
+        assert_eq!(ok.output.trim(), "hi");
+        let start = Instant::now();
+        let slow = run_shell("sleep 30", &dir, &[], Duration::from_millis(300)).expect("run");
+        assert_eq!(slow.code, None);
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}
