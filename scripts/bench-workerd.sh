@@ -9,10 +9,11 @@
 #       copy the working tree to $BENCH_WORK/src (default .selfheal/bench/src), build the three
 #       Workers there with CARGO_PROFILE_RELEASE_OPT_LEVEL=<level> and a target dir per level
 #       ($BENCH_WORK/target-opt-<level>), keep each build in $BENCH_WORK/builds/opt-<level>, print
-#       raw and gzip -9 bytes of each Worker's final .wasm, measure each tail build (levels in
-#       rotating order, N passes), and print one table.
+#       raw and gzip -9 bytes of each Worker's final .wasm, measure the tail builds side by side
+#       (one bench per pass, every level in it), and print one table.
+#       --no-build: measure the builds already in $BENCH_WORK/builds (sizes from the last build).
 #   Other options go to bench/workerd/bench.mjs: --rounds N (21), --per-run K (10 batches),
-#   --warmup N (40 batches per arm), --cold N (7 fresh processes per case), --json FILE.
+#   --warmup N (40 batches per arm), --cold N (7 trials), --json FILE.
 #
 # HOW IT MEASURES. One workerd process (miniflare 5, the library `wrangler dev` 4.164 runs workerd
 # with; the tail Worker's options come from tail-worker/wrangler.toml through wrangler's own
@@ -31,9 +32,12 @@
 #    the no-op consumer, the stubbed and the local-D1 tail Worker each get the same 10 batches of
 #    100 items (order rotated per round). Per item = (arm's CPU - no-op's CPU) / 1000. Reported as
 #    median, interquartile range and range over the rounds.
-#  - Fresh isolate: a new workerd process per measurement (7 per case). Startup = boot CPU of a
-#    workerd with the tail Worker minus one with a no-op Worker in its place (wasm compile and
-#    instantiate, index.js evaluation; noisy: boot is ~180 ms). First invocation = CPU of the first
+#    Several builds (--opt-levels) are measured in the same workerd, their arms visited in turn in
+#    every round, so load from elsewhere on the machine hits them alike.
+#  - Fresh isolate: a new workerd process per measurement (7 trials, each with every case of every
+#    build). Startup = boot CPU of a workerd with the tail Worker minus that of one booted just
+#    before with a no-op Worker in its place (wasm compile and instantiate, index.js evaluation;
+#    noisy: the whole boot is ~180 ms of CPU). First invocation = CPU of the first
 #    tail() call (100 items, or 1 item with an uncaught exception) minus a no-op delivery of the
 #    same batch, after two deliveries to the no-op consumer have warmed the driver and RPC path.
 #    It includes the lazy compile of the scrub/normalize regexes (config is built on the first
@@ -60,6 +64,7 @@ cd "$SELFHEAL_ROOT"
 
 levels=""
 passes=1
+build=1
 build_dir=""
 pass=()
 while [ $# -gt 0 ]; do
@@ -67,6 +72,7 @@ while [ $# -gt 0 ]; do
     --opt-levels) levels="$2"; shift 2 ;;
     --passes) passes="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
     *) pass+=("$1"); shift ;;
   esac
 done
@@ -76,51 +82,49 @@ if [ -z "$levels" ]; then
     SELFHEAL_PREBUILT=0 bash scripts/build-worker.sh tail-worker
     build_dir="$SELFHEAL_ROOT/tail-worker/build"
   fi
-  exec node bench/workerd/bench.mjs --build-dir "$build_dir" "${pass[@]}"
+  exec node bench/workerd/bench.mjs --build "main=$build_dir" "${pass[@]}"
 fi
 
 work="${BENCH_WORK:-$SELFHEAL_ROOT/.selfheal/bench}"
 mkdir -p "$work/builds" "$work/results"
 work="$(cd "$work" && pwd)"
-src="$work/src"
-echo "== snapshot of the working tree -> $src" >&2
-rm -rf "$src"
-mkdir -p "$src"
-tar -C "$SELFHEAL_ROOT" --exclude=./.git --exclude=target --exclude=node_modules --exclude=./.selfheal \
-  --exclude=.wrangler --exclude=build --exclude=./fuzz -cf - . | tar -C "$src" -xf -
-ln -s "$SELFHEAL_ROOT/node_modules" "$src/node_modules"
+if [ "$build" = 1 ]; then
+  src="$work/src"
+  echo "== snapshot of the working tree -> $src" >&2
+  rm -rf "$src"
+  mkdir -p "$src"
+  tar -C "$SELFHEAL_ROOT" --exclude=./.git --exclude=target --exclude=node_modules --exclude=./.selfheal \
+    --exclude=.wrangler --exclude=build --exclude=./fuzz -cf - . | tar -C "$src" -xf -
+  ln -s "$SELFHEAL_ROOT/node_modules" "$src/node_modules"
 
-sizes="$work/results/sizes.tsv"
-: > "$sizes"
-for level in $levels; do
-  echo "== build, opt-level $level" >&2
-  mkdir -p "$work/target-opt-$level"
-  ln -sfn "$work/target-opt-$level" "$src/target" # env.sh points CARGO_TARGET_DIR at <root>/target
-  rm -rf "$src/build" "$src/tail-worker/build" "$src/scheduled/build"
-  for w in tail-worker scheduled agent-runner; do
-    CARGO_PROFILE_RELEASE_OPT_LEVEL="$level" SELFHEAL_PREBUILT=0 bash "$src/scripts/build-worker.sh" "$w"
+  sizes="$work/results/sizes.tsv"
+  : > "$sizes"
+  for level in $levels; do
+    echo "== build, opt-level $level" >&2
+    mkdir -p "$work/target-opt-$level"
+    ln -sfn "$work/target-opt-$level" "$src/target" # env.sh points CARGO_TARGET_DIR at <root>/target
+    rm -rf "$src/build" "$src/tail-worker/build" "$src/scheduled/build"
+    for w in tail-worker scheduled agent-runner; do
+      CARGO_PROFILE_RELEASE_OPT_LEVEL="$level" SELFHEAL_PREBUILT=0 bash "$src/scripts/build-worker.sh" "$w"
+    done
+    out="$work/builds/opt-$level"
+    rm -rf "$out"
+    mkdir -p "$out"
+    cp -r "$src/tail-worker/build" "$out/tail-worker"
+    cp -r "$src/scheduled/build" "$out/scheduled"
+    cp -r "$src/build" "$out/agent-runner"
+    for w in tail-worker scheduled agent-runner; do
+      f="$out/$w/index_bg.wasm"
+      printf '%s\t%s\t%s\t%s\n' "$level" "$w" "$(stat -c %s "$f")" "$(gzip -9c "$f" | wc -c)" >> "$sizes"
+    done
   done
-  out="$work/builds/opt-$level"
-  rm -rf "$out"
-  mkdir -p "$out"
-  cp -r "$src/tail-worker/build" "$out/tail-worker"
-  cp -r "$src/scheduled/build" "$out/scheduled"
-  cp -r "$src/build" "$out/agent-runner"
-  for w in tail-worker scheduled agent-runner; do
-    f="$out/$w/index_bg.wasm"
-    printf '%s\t%s\t%s\t%s\n' "$level" "$w" "$(stat -c %s "$f")" "$(gzip -9c "$f" | wc -c)" >> "$sizes"
-  done
-done
+fi
 
-set -- $levels
-n=$#
-for ((p = 0; p < passes; p++)); do
-  for ((i = 0; i < n; i++)); do
-    idx=$(( (i + p) % n + 1 ))
-    level="${!idx}"
-    echo "== measure, opt-level $level, pass $((p + 1))/$passes" >&2
-    node bench/workerd/bench.mjs --build-dir "$work/builds/opt-$level/tail-worker" \
-      --label "opt-level=$level" --json "$work/results/opt-$level.pass$((p + 1)).json" "${pass[@]}"
-  done
+builds=()
+for level in $levels; do builds+=(--build "$level=$work/builds/opt-$level/tail-worker"); done
+rm -f "$work"/results/pass*.json
+for ((p = 1; p <= passes; p++)); do
+  echo "== measure opt-levels $levels side by side, pass $p/$passes" >&2
+  node bench/workerd/bench.mjs "${builds[@]}" --json "$work/results/pass$p.json" "${pass[@]}"
 done
 node bench/workerd/table.mjs "$work/results" $levels

@@ -1,8 +1,12 @@
 // CPU of the tail Worker's tail() handler in workerd, per TraceItem warm and for the first
-// invocation of a fresh isolate. Run through scripts/bench-workerd.sh (which documents the method);
-// options: --build-dir DIR (tail Worker build: index.js + index_bg.wasm), --rounds N, --per-run K
-// (batches per measured run), --warmup N (batches per arm before measuring), --cold N (fresh
-// workerd processes per arm), --state-dir DIR, --json FILE (results), --label TEXT.
+// invocation of a fresh isolate. Run through scripts/bench-workerd.sh (which documents the method).
+// Options: --build LABEL=DIR (repeatable; a tail Worker build: index.js + index_bg.wasm; default
+// main=tail-worker/build), --rounds N, --per-run K (batches per measured run), --warmup N (batches
+// per arm before measuring), --cold N (trials; each boots, per build, a baseline workerd and one
+// per fresh-isolate case: 100 items stubbed, 1 item stubbed, 100 items local D1), --state-dir
+// DIR, --json FILE (results). Several builds are measured side by side: the warm rounds visit every
+// build's arms in one workerd (rotating order), the fresh-isolate trials alternate builds, so a
+// change in the machine's load hits all builds alike.
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
@@ -12,16 +16,24 @@ import { makeBatches, summary } from "./batches.mjs";
 
 const { values: opt } = parseArgs({
   options: {
-    "build-dir": { type: "string", default: join(ROOT, "tail-worker/build") },
+    build: { type: "string", multiple: true, default: [`main=${join(ROOT, "tail-worker/build")}`] },
     rounds: { type: "string", default: "21" },
     "per-run": { type: "string", default: "10" },
     warmup: { type: "string", default: "40" },
     cold: { type: "string", default: "7" },
     "state-dir": { type: "string", default: join(ROOT, `.selfheal/bench-workerd-${process.pid}`) },
     json: { type: "string" },
-    label: { type: "string", default: "" },
   },
 });
+const builds = Object.fromEntries(
+  opt.build.map((b) => {
+    const i = b.indexOf("=");
+    const label = b.slice(0, i);
+    if (i < 1 || !/^[A-Za-z0-9_-]+$/.test(label)) throw new Error(`--build wants LABEL=DIR with LABEL in [A-Za-z0-9_-], got ${b}`);
+    return [label, b.slice(i + 1)];
+  }),
+);
+const LABELS = Object.keys(builds);
 const ROUNDS = Number(opt.rounds);
 const PER_RUN = Number(opt["per-run"]);
 const WARMUP = Number(opt.warmup);
@@ -29,6 +41,7 @@ const COLD = Number(opt.cold);
 const BATCH = 100;
 const stateDir = opt["state-dir"];
 const ms = (ns) => ns / 1e6;
+const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length]);
 
 function stats(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -48,37 +61,44 @@ const batches = makeBatches({ count: 20, size: BATCH, seed: 1 });
 const ONE = batches.length;
 batches.push([structuredClone(batches[0].find((it) => it.outcome === "exception"))]);
 const log = (...a) => console.log(...a);
-log(`bench-workerd ${opt.label}: tail Worker build ${opt["build-dir"]}`);
+for (const [label, dir] of Object.entries(builds)) log(`bench-workerd: build ${label} = ${dir}`);
 log(`batches: ${JSON.stringify(summary(batches.slice(0, ONE)))}`);
 
 async function warm() {
   await freshState(stateDir);
-  const h = await start({ buildDir: opt["build-dir"], stateDir, targets: ["TAIL", "NOD1"] });
+  const h = await start({ builds, kinds: ["TAIL", "NOD1"], stateDir });
   try {
     await h.load(batches);
-    let from = 0;
-    for (const arm of ["NOOP", "NOD1", "TAIL"]) {
+    const arms = ["NOOP", ...LABELS.flatMap((l) => [`NOD1_${l}`, `TAIL_${l}`])];
+    for (const arm of arms) {
       for (let done = 0; done < WARMUP; done += PER_RUN) await h.run(arm, done % ONE, PER_RUN, ONE);
     }
     const logsBefore = h.logs.length;
-    const stubBefore = await h.stubStats();
-    const per = { NOD1: [], TAIL: [], NOD1_main: [], TAIL_main: [], NOOP: [], NOD1_wall: [], TAIL_wall: [] };
-    const arms = ["NOOP", "NOD1", "TAIL"];
+    const stubBefore = Object.fromEntries(await Promise.all(LABELS.map(async (l) => [l, await h.stubStats(l)])));
+    const per = { NOOP: [] };
+    for (const l of LABELS) for (const k of ["NOD1", "TAIL"]) for (const v of ["", "_main", "_wall"]) per[`${k}${v}_${l}`] = [];
+    for (const l of LABELS.slice(1)) per[`ratio_${l}`] = [];
+    let from = 0;
     for (let r = 0; r < ROUNDS; r++) {
-      const order = arms.map((_, i) => arms[(i + r) % arms.length]); // rotate: no arm always first
       const res = {};
-      for (const arm of order) res[arm] = await h.run(arm, from, PER_RUN, ONE);
+      for (const arm of rotate(arms, r)) res[arm] = await h.run(arm, from, PER_RUN, ONE);
       from = (from + PER_RUN) % ONE;
-      const items = res.NOOP.items;
+      const { items } = res.NOOP;
       per.NOOP.push(ms(res.NOOP.totalNs) / items);
-      for (const arm of ["NOD1", "TAIL"]) {
-        if (res[arm].items !== items) throw new Error(`${arm} got ${res[arm].items} items, NOOP ${items}`);
-        per[arm].push(ms(res[arm].totalNs - res.NOOP.totalNs) / items);
-        per[`${arm}_main`].push(ms(res[arm].mainNs - res.NOOP.mainNs) / items);
-        per[`${arm}_wall`].push((res[arm].wallMs - res.NOOP.wallMs) / items);
+      for (const l of LABELS) {
+        for (const k of ["NOD1", "TAIL"]) {
+          const x = res[`${k}_${l}`];
+          if (x.items !== items) throw new Error(`${k}_${l} got ${x.items} items, NOOP ${items}`);
+          per[`${k}_${l}`].push(ms(x.totalNs - res.NOOP.totalNs) / items);
+          per[`${k}_main_${l}`].push(ms(x.mainNs - res.NOOP.mainNs) / items);
+          per[`${k}_wall_${l}`].push((x.wallMs - res.NOOP.wallMs) / items);
+        }
       }
+      // Same round, same batches: each build's stubbed CPU relative to the first build's.
+      const ref = res[`NOD1_${LABELS[0]}`].totalNs - res.NOOP.totalNs;
+      for (const l of LABELS.slice(1)) per[`ratio_${l}`].push((res[`NOD1_${l}`].totalNs - res.NOOP.totalNs) / ref);
     }
-    // What the pipeline made of the measured batches (both tail arms log one line per batch).
+    // What the pipeline made of the measured batches (every tail arm logs one line per batch).
     const verdicts = { items: 0, events: 0, noise: 0, malformed: 0 };
     for (const line of h.logs.slice(logsBefore)) {
       const m = /^selfheal tail: items=(\d+) events=(\d+) noise=(\d+) malformed=(\d+)/.exec(line);
@@ -86,11 +106,12 @@ async function warm() {
     }
     const failures = h.logs.filter((l) => /selfheal tail: (?!items=)/.test(l));
     if (failures.length) throw new Error(`the tail Worker reported errors:\n${failures.slice(0, 5).join("\n")}`);
-    const stubAfter = await h.stubStats();
-    const d1 = {
-      statementsPerBatch: (stubAfter.statements - stubBefore.statements) / (stubAfter.batches - stubBefore.batches),
-      bodyBytesPerBatch: Math.round((stubAfter.bodyBytes - stubBefore.bodyBytes) / (stubAfter.batches - stubBefore.batches)),
-    };
+    const d1 = {};
+    for (const l of LABELS) {
+      const after = await h.stubStats(l);
+      const n = after.batches - stubBefore[l].batches;
+      d1[l] = { statementsPerBatch: (after.statements - stubBefore[l].statements) / n, bodyBytesPerBatch: Math.round((after.bodyBytes - stubBefore[l].bodyBytes) / n) };
+    }
     return { verdicts, d1, per };
   } finally {
     await h.dispose();
@@ -98,47 +119,53 @@ async function warm() {
 }
 
 /**
- * One fresh workerd: its boot CPU, then deliveries to `arm` after two to NOOP (the first call
+ * One fresh workerd: its boot CPU, then deliveries to `target` after two to NOOP (the first call
  * through the driver and RPC is not the tail Worker's; the second is the delivery cost subtracted):
  * the first one (100 items, or the one-item batch when `one`), the second, the tenth.
  */
-async function coldTrial(arm, one = false) {
-  const h = await start({ buildDir: opt["build-dir"], stateDir, targets: arm ? [arm] : [] });
+async function coldTrial(label, kind, one = false) {
+  const h = await start({ builds: label ? { [label]: builds[label] } : {}, kinds: [kind], stateDir });
   try {
-    if (!arm) return { bootNs: h.bootCpu.totalNs, bootMainNs: h.bootCpu.mainNs };
+    if (!label) return { bootNs: h.bootCpu.totalNs, bootMainNs: h.bootCpu.mainNs };
+    const target = `${kind}_${label}`;
     await h.load(batches);
     await h.run("NOOP", one ? ONE : 0, 1);
     const noop = await h.run("NOOP", one ? ONE : 1, 1);
-    const first = await h.run(arm, one ? ONE : 2, 1);
-    const second = await h.run(arm, 3, 1);
-    const tenth = [];
-    for (let i = 4; i < 12; i++) tenth.push(await h.run(arm, i, 1));
-    return { bootNs: h.bootCpu.totalNs, bootMainNs: h.bootCpu.mainNs, noop, first, second, last: tenth.at(-1) };
+    const first = await h.run(target, one ? ONE : 2, 1);
+    const second = await h.run(target, 3, 1);
+    let last;
+    for (let i = 4; i < 12; i++) last = await h.run(target, i, 1);
+    return { bootNs: h.bootCpu.totalNs, bootMainNs: h.bootCpu.mainNs, noop, first, second, last };
   } finally {
     await h.dispose();
   }
 }
 
-const COLD_ARMS = { NOD1: ["NOD1", false], NOD1_one: ["NOD1", true], TAIL: ["TAIL", false] };
+// Cases of a fresh isolate: 100 items with D1 stubbed, 1 item with D1 stubbed, 100 items with local D1.
+const CASES = { NOD1: ["NOD1", false], NOD1_one: ["NOD1", true], TAIL: ["TAIL", false] };
 
 async function cold() {
   const keys = ["startup", "startupMain", "first", "firstMain", "firstWall", "second", "secondMain", "tenth", "tenthMain"];
-  const out = Object.fromEntries(keys.map((k) => [k, Object.fromEntries(Object.keys(COLD_ARMS).map((a) => [a, []]))]));
+  const out = Object.fromEntries(keys.map((k) => [k, {}]));
+  const push = (k, key, v) => (out[k][key] ??= []).push(v);
   for (let t = 0; t < COLD; t++) {
-    const base = await coldTrial(null);
-    const names = Object.keys(COLD_ARMS);
-    for (const name of names.map((_, i) => names[(i + t) % names.length])) {
-      const [arm, one] = COLD_ARMS[name];
-      const r = await coldTrial(arm, one);
-      out.startup[name].push(ms(r.bootNs - base.bootNs));
-      out.startupMain[name].push(ms(r.bootMainNs - base.bootMainNs));
-      out.first[name].push(ms(r.first.totalNs - r.noop.totalNs));
-      out.firstMain[name].push(ms(r.first.mainNs - r.noop.mainNs));
-      out.firstWall[name].push(r.first.wallMs - r.noop.wallMs);
-      out.second[name].push(ms(r.second.totalNs - r.noop.totalNs));
-      out.secondMain[name].push(ms(r.second.mainNs - r.noop.mainNs));
-      out.tenth[name].push(ms(r.last.totalNs - r.noop.totalNs));
-      out.tenthMain[name].push(ms(r.last.mainNs - r.noop.mainNs));
+    for (const label of rotate(LABELS, t)) {
+      // Startup = boot CPU minus that of the baseline booted just before (no-op Worker in place).
+      const base = await coldTrial(null, "NOD1");
+      for (const name of rotate(Object.keys(CASES), t)) {
+        const [kind, one] = CASES[name];
+        const r = await coldTrial(label, kind, one);
+        const key = `${name}_${label}`;
+        push("startup", label, ms(r.bootNs - base.bootNs));
+        push("startupMain", label, ms(r.bootMainNs - base.bootMainNs));
+        push("first", key, ms(r.first.totalNs - r.noop.totalNs));
+        push("firstMain", key, ms(r.first.mainNs - r.noop.mainNs));
+        push("firstWall", key, r.first.wallMs - r.noop.wallMs);
+        push("second", key, ms(r.second.totalNs - r.noop.totalNs));
+        push("secondMain", key, ms(r.second.mainNs - r.noop.mainNs));
+        push("tenth", key, ms(r.last.totalNs - r.noop.totalNs));
+        push("tenthMain", key, ms(r.last.mainNs - r.noop.mainNs));
+      }
     }
   }
   return out;
@@ -146,44 +173,53 @@ async function cold() {
 
 try {
   const w = await warm();
-  log(`pipeline verdicts of the measured batches: ${JSON.stringify(w.verdicts)}; D1 batch per 100 items: ${w.d1.statementsPerBatch.toFixed(1)} statements, ${w.d1.bodyBytesPerBatch} bytes of request JSON`);
-  log(`\nWARM, CPU ms per TraceItem (batches of ${BATCH}, ${PER_RUN} batches per run, ${ROUNDS} rounds; minus the no-op consumer's run):`);
-  log(`  tail handler, D1 stubbed   all threads  ${fmt(stats(w.per.NOD1), 4)}`);
-  log(`                             main thread  ${fmt(stats(w.per.NOD1_main), 4)}`);
-  log(`  tail + local D1 (SQLite)   all threads  ${fmt(stats(w.per.TAIL), 4)}`);
-  log(`                             main thread  ${fmt(stats(w.per.TAIL_main), 4)}`);
-  log(`  delivery to no-op consumer all threads  ${fmt(stats(w.per.NOOP), 4)}  (subtracted above)`);
-  log(`  wall ms per item (stubbed / local D1)   ${stats(w.per.NOD1_wall).median.toFixed(4)} / ${stats(w.per.TAIL_wall).median.toFixed(4)} (median)`);
+  log(`pipeline verdicts of the measured batches: ${JSON.stringify(w.verdicts)}; D1 batch per 100 items: ${JSON.stringify(w.d1)}`);
+  log(`\nWARM, CPU ms per TraceItem (batches of ${BATCH}, ${PER_RUN} batches per run, ${ROUNDS} rounds; minus the no-op consumer's run in the same round):`);
+  for (const l of LABELS) {
+    log(`  [${l}] tail handler, D1 stubbed   all threads  ${fmt(stats(w.per[`NOD1_${l}`]), 4)}`);
+    log(`  [${l}]                            main thread  ${fmt(stats(w.per[`NOD1_main_${l}`]), 4)}`);
+    log(`  [${l}] tail + local D1 (SQLite)   all threads  ${fmt(stats(w.per[`TAIL_${l}`]), 4)}`);
+    log(`  [${l}]                            main thread  ${fmt(stats(w.per[`TAIL_main_${l}`]), 4)}`);
+    log(`  [${l}] wall ms per item (stubbed / local D1)   ${stats(w.per[`NOD1_wall_${l}`]).median.toFixed(4)} / ${stats(w.per[`TAIL_wall_${l}`]).median.toFixed(4)} (median)`);
+  }
+  log(`  delivery to the no-op consumer, all threads  ${fmt(stats(w.per.NOOP), 4)}  (subtracted above)`);
+  for (const l of LABELS.slice(1)) log(`  [${l}] / [${LABELS[0]}], D1 stubbed, per round  ${fmt(stats(w.per[`ratio_${l}`]), 2)}`);
   const c = COLD > 0 ? await cold() : null;
   if (c) {
-    const row = (title, xs) => log(`  ${title.padEnd(56)} ${fmt(stats(xs), 1)}`);
     log(`\nFRESH ISOLATE, CPU ms (${COLD} fresh workerd processes per line; delivery cost subtracted):`);
-    row("startup, all threads (wasm compile+instantiate, eval)", c.startup.NOD1);
-    row("startup, main thread", c.startupMain.NOD1);
-    row("first invocation, 100 items, D1 stubbed, all threads", c.first.NOD1);
-    row("first invocation, 100 items, D1 stubbed, main thread", c.firstMain.NOD1);
-    row("first invocation, 100 items, D1 stubbed, wall", c.firstWall.NOD1);
-    row("first invocation, 1 item,    D1 stubbed, all threads", c.first.NOD1_one);
-    row("first invocation, 1 item,    D1 stubbed, main thread", c.firstMain.NOD1_one);
-    row("first invocation, 100 items, local D1,   all threads", c.first.TAIL);
-    row("first invocation, 100 items, local D1,   main thread", c.firstMain.TAIL);
-    row("2nd invocation, 100 items, D1 stubbed, all threads", c.second.NOD1);
-    row("2nd invocation, 100 items, D1 stubbed, main thread", c.secondMain.NOD1);
-    row("10th invocation, 100 items, D1 stubbed, all threads", c.tenth.NOD1);
-    row("10th invocation, 100 items, D1 stubbed, main thread", c.tenthMain.NOD1);
+    for (const l of LABELS) {
+      const row = (title, xs) => log(`  [${l}] ${title.padEnd(56)} ${fmt(stats(xs), 1)}`);
+      row("startup, all threads (wasm compile+instantiate, eval)", c.startup[l]);
+      row("startup, main thread", c.startupMain[l]);
+      row("first invocation, 100 items, D1 stubbed, all threads", c.first[`NOD1_${l}`]);
+      row("first invocation, 100 items, D1 stubbed, main thread", c.firstMain[`NOD1_${l}`]);
+      row("first invocation, 100 items, D1 stubbed, wall", c.firstWall[`NOD1_${l}`]);
+      row("first invocation, 1 item,    D1 stubbed, all threads", c.first[`NOD1_one_${l}`]);
+      row("first invocation, 1 item,    D1 stubbed, main thread", c.firstMain[`NOD1_one_${l}`]);
+      row("first invocation, 100 items, local D1,   all threads", c.first[`TAIL_${l}`]);
+      row("first invocation, 100 items, local D1,   main thread", c.firstMain[`TAIL_${l}`]);
+      row("2nd invocation, 100 items, D1 stubbed, all threads", c.second[`NOD1_${l}`]);
+      row("2nd invocation, 100 items, D1 stubbed, main thread", c.secondMain[`NOD1_${l}`]);
+      row("10th invocation, 100 items, D1 stubbed, all threads", c.tenth[`NOD1_${l}`]);
+      row("10th invocation, 100 items, D1 stubbed, main thread", c.tenthMain[`NOD1_${l}`]);
+    }
   }
+  const mapStats = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, stats(v)]));
   const result = {
-    label: opt.label,
-    buildDir: opt["build-dir"],
-    batches: summary(batches),
+    builds,
+    batches: summary(batches.slice(0, ONE)),
     verdicts: w.verdicts,
     d1: w.d1,
-    warm: Object.fromEntries(Object.entries(w.per).map(([k, v]) => [k, stats(v)])),
-    cold: c && Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Object.fromEntries(Object.entries(v).map(([a, xs]) => [a, stats(xs)]))])),
+    warm: mapStats(w.per),
+    cold: c && Object.fromEntries(Object.entries(c).map(([k, v]) => [k, mapStats(v)])),
   };
   if (opt.json) writeFileSync(opt.json, JSON.stringify(result, null, 1));
-  log(`\nbench-workerd: warm_ms_per_item=${result.warm.NOD1.median.toFixed(4)} warm_ms_per_item_with_local_d1=${result.warm.TAIL.median.toFixed(4)}` +
-    (c ? ` fresh_startup_ms=${result.cold.startup.NOD1.median.toFixed(1)} fresh_first_invocation_ms=${result.cold.first.NOD1.median.toFixed(1)} fresh_first_invocation_main_thread_ms=${result.cold.firstMain.NOD1.median.toFixed(1)}` : ""));
+  for (const l of LABELS) {
+    log(
+      `bench-workerd [${l}]: warm_ms_per_item=${result.warm[`NOD1_${l}`].median.toFixed(4)} warm_ms_per_item_with_local_d1=${result.warm[`TAIL_${l}`].median.toFixed(4)}` +
+        (c ? ` fresh_startup_ms=${result.cold.startup[l].median.toFixed(1)} fresh_first_invocation_ms=${result.cold.first[`NOD1_${l}`].median.toFixed(1)} fresh_first_invocation_main_thread_ms=${result.cold.firstMain[`NOD1_${l}`].median.toFixed(1)}` : ""),
+    );
+  }
 } finally {
   rmSync(stateDir, { recursive: true, force: true });
 }

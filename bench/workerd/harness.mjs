@@ -1,8 +1,9 @@
 // Starts one workerd (through miniflare, the library `wrangler dev` runs workerd with) holding:
 //   driver          bench/workerd/driver.mjs: holds the batches, calls env.<T>.tail(batch) over RPC
-//   selfheal-tail   the real tail Worker build (index.js + index_bg.wasm), options read from
-//                   tail-worker/wrangler.toml exactly as wrangler builds them, with the local D1
-//   bench-tail-nod1 the same build wrapped by bench/workerd/tail-nod1.mjs: D1 replaced by a stub
+//   selfheal-tail-<label>    a tail Worker build (index.js + index_bg.wasm), options read from
+//                            tail-worker/wrangler.toml as wrangler builds them, with the local D1
+//   bench-tail-nod1-<label>  the same build wrapped by bench/workerd/tail-nod1.mjs: D1 stubbed
+// (one pair per build, so builds are compared in the same process, round by round)
 //   bench-noop      bench/workerd/noop.mjs: a tail consumer that does nothing
 // and reads the CPU time of the workerd process from /proc: the sum over its threads of
 // /proc/<pid>/task/<tid>/schedstat (ns on CPU, not tick-sampled), and that of its main thread
@@ -66,37 +67,44 @@ function childWorkerd() {
 }
 
 /**
- * Starts workerd with the driver, the no-op consumer and the tail Worker arms named in `targets`
- * ("TAIL": the build as deployed, with the local D1; "NOD1": the build with the D1 stub).
- * `buildDir` holds the tail Worker's index.js and index_bg.wasm (default: tail-worker/build).
- * `stateDir` holds the local D1 (migrated by `freshState`). Returns { pid, bootCpu, run(target,
- * from, count), load(batches), stubStats(), logs, dispose }; `bootCpu` is what workerd spent from
- * its start until every Worker was loaded (it starts at zero: a new process).
+ * Starts workerd with the driver, the no-op consumer and, for every build of `builds`
+ * ({ label: dir with the tail Worker's index.js and index_bg.wasm }), the arms named in `kinds`:
+ * "TAIL" (the build as deployed, with the local D1) and "NOD1" (the build with the D1 stub). The
+ * driver reaches an arm as `<kind>_<label>` (e.g. NOD1_main). `stateDir` holds the local D1
+ * (migrated by `freshState`). Returns { pid, bootCpu, run(target, from, count, cycle),
+ * load(batches), stubStats(label), logs, dispose }; `bootCpu` is what workerd spent from its start
+ * until every Worker was loaded (a new process starts at zero).
  */
-export async function start({ buildDir = join(ROOT, "tail-worker/build"), stateDir, targets = ["TAIL", "NOD1"], inspectorPort } = {}) {
+export async function start({ builds = { main: join(ROOT, "tail-worker/build") }, kinds = ["TAIL", "NOD1"], stateDir, inspectorPort } = {}) {
   const { workerOptions } = unstable_getMiniflareWorkerOptions(join(ROOT, "tail-worker/wrangler.toml"));
   // The build is already bundled by worker-build: give its two modules explicitly (as wrangler's
   // bundle would), so the rule-based module collection (no longer accepted by miniflare 5) is moot.
   delete workerOptions.rootPath;
   delete workerOptions.modulesRules;
-  const tailModules = [
-    { type: "ESModule", path: join(buildDir, "index.js") },
-    { type: "CompiledWasm", path: join(buildDir, "index_bg.wasm") },
-  ];
   const compatibilityDate = workerOptions.compatibilityDate;
-  const arms = {
-    TAIL: { ...workerOptions, name: "selfheal-tail", modulesRoot: buildDir, modules: tailModules },
-    NOD1: {
-      name: "bench-tail-nod1",
-      compatibilityDate,
-      bindings: workerOptions.bindings,
-      modulesRoot: buildDir,
-      modules: [
-        { type: "ESModule", path: join(buildDir, "bench-tail-nod1.mjs"), contents: readFileSync(join(HERE, "tail-nod1.mjs"), "utf8") },
-        ...tailModules,
-      ],
-    },
-  };
+  const arms = [];
+  for (const [label, buildDir] of Object.entries(builds)) {
+    const tailModules = [
+      { type: "ESModule", path: join(buildDir, "index.js") },
+      { type: "CompiledWasm", path: join(buildDir, "index_bg.wasm") },
+    ];
+    if (kinds.includes("TAIL")) {
+      arms.push({ target: `TAIL_${label}`, worker: { ...workerOptions, name: `selfheal-tail-${label}`, modulesRoot: buildDir, modules: tailModules } });
+    }
+    if (kinds.includes("NOD1")) {
+      const nod1 = join(buildDir, "bench-tail-nod1.mjs"); // a module name next to index.js; nothing is written there
+      arms.push({
+        target: `NOD1_${label}`,
+        worker: {
+          name: `bench-tail-nod1-${label}`,
+          compatibilityDate,
+          bindings: workerOptions.bindings,
+          modulesRoot: buildDir,
+          modules: [{ type: "ESModule", path: nod1, contents: readFileSync(join(HERE, "tail-nod1.mjs"), "utf8") }, ...tailModules],
+        },
+      });
+    }
+  }
   const tailLogs = [];
   const before = new Set(childWorkerd());
   // wrangler 4.164 bundles miniflare 5 and hands it wrangler-style (v4) options through this converter.
@@ -110,14 +118,14 @@ export async function start({ buildDir = join(ROOT, "tail-worker/build"), stateD
         modules: true,
         scriptPath: join(HERE, "driver.mjs"),
         compatibilityDate,
-        serviceBindings: { NOOP: "bench-noop", ...Object.fromEntries(targets.map((t) => [t, arms[t].name])) },
+        serviceBindings: { NOOP: "bench-noop", ...Object.fromEntries(arms.map((a) => [a.target, a.worker.name])) },
       },
       // The no-op consumer has the D1 binding too, so miniflare's D1 services exist in every
       // configuration and boot CPU differs only by the tail Worker's own script.
       { name: "bench-noop", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate, d1Databases: workerOptions.d1Databases },
-      ...targets.map((t) => arms[t]),
+      ...arms.map((a) => a.worker),
       // With no tail arm, a second no-op Worker stands in for it (miniflare adds per-Worker services).
-      ...(targets.length ? [] : [{ name: "bench-placeholder", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate }]),
+      ...(arms.length ? [] : [{ name: "bench-placeholder", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate }]),
     ],
   }));
   await mf.ready;
@@ -138,7 +146,7 @@ export async function start({ buildDir = join(ROOT, "tail-worker/build"), stateD
     pid,
     bootCpu,
     logs: tailLogs,
-    stubStats: async () => (await (await mf.getWorker("bench-tail-nod1")).fetch("http://stub/")).json(),
+    stubStats: async (label) => (await (await mf.getWorker(`bench-tail-nod1-${label}`)).fetch("http://stub/")).json(),
     load: (batches) => post("/load", JSON.stringify(batches)),
     /** Delivers `count` batches to `target`; CPU of workerd and wall time of the whole call. */
     async run(target, from, count, cycle = 1e9) {

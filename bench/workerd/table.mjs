@@ -1,6 +1,6 @@
 // Prints the opt-level table of scripts/bench-workerd.sh --opt-levels from its results folder:
-// sizes.tsv (level, Worker, raw bytes, gzip -9 bytes) and opt-<level>.pass<N>.json (bench.mjs).
-// Several passes of one level are pooled by taking the median of their medians and the widest range.
+// sizes.tsv (level, Worker, raw bytes, gzip -9 bytes) and pass<N>.json (bench.mjs, every level
+// measured side by side). Passes are pooled: median of their medians and IQR bounds, widest range.
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -22,14 +22,14 @@ const pooled = (runs, pick) => {
 const cell = (s, d) => (typeof s === "string" ? s : `${s.median.toFixed(d)} (IQR ${s.p25.toFixed(d)}–${s.p75.toFixed(d)}; ${s.min.toFixed(d)}–${s.max.toFixed(d)})`);
 const kb = (w) => (w ? `${w.raw} / ${w.gz}` : "n/a");
 
-console.log("\n| opt-level | tail-worker raw / gzip B | scheduled raw / gzip B | agent-runner raw / gzip B | tail warm ms/item, D1 stubbed | tail warm ms/item, local D1 | fresh: startup ms | fresh: 1st invocation ms, 100 items (all threads) | same, main thread | 1st invocation, 1 item, main thread | passes |");
-console.log("|---|---|---|---|---|---|---|---|---|---|---|");
-for (const level of levels) {
-  const runs = readdirSync(dir)
-    .filter((f) => f.startsWith(`opt-${level}.pass`) && f.endsWith(".json"))
-    .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")));
-  const s = sizes[level] ?? {};
+console.log(`\n| opt-level | tail-worker raw / gzip B | scheduled raw / gzip B | agent-runner raw / gzip B | tail warm ms/item, D1 stubbed | warm vs ${levels[0]}, same round | tail warm ms/item, local D1 | fresh: startup ms | fresh: 1st invocation ms, 100 items (all threads) | same, main thread | 1st invocation, 1 item, main thread | passes |`);
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
+const runs = readdirSync(dir)
+  .filter((f) => /^pass\d+\.json$/.test(f))
+  .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")));
+for (const l of levels) {
+  const s = sizes[l] ?? {};
   console.log(
-    `| ${level} | ${kb(s["tail-worker"])} | ${kb(s.scheduled)} | ${kb(s["agent-runner"])} | ${cell(pooled(runs, (r) => r.warm.NOD1), 4)} | ${cell(pooled(runs, (r) => r.warm.TAIL), 4)} | ${cell(pooled(runs, (r) => r.cold?.startup.NOD1), 1)} | ${cell(pooled(runs, (r) => r.cold?.first.NOD1), 1)} | ${cell(pooled(runs, (r) => r.cold?.firstMain.NOD1), 1)} | ${cell(pooled(runs, (r) => r.cold?.firstMain.NOD1_one), 1)} | ${runs.length} |`,
+    `| ${l} | ${kb(s["tail-worker"])} | ${kb(s.scheduled)} | ${kb(s["agent-runner"])} | ${cell(pooled(runs, (r) => r.warm[`NOD1_${l}`]), 4)} | ${l === levels[0] ? "1" : cell(pooled(runs, (r) => r.warm[`ratio_${l}`]), 2)} | ${cell(pooled(runs, (r) => r.warm[`TAIL_${l}`]), 4)} | ${cell(pooled(runs, (r) => r.cold?.startup[l]), 1)} | ${cell(pooled(runs, (r) => r.cold?.first[`NOD1_${l}`]), 1)} | ${cell(pooled(runs, (r) => r.cold?.firstMain[`NOD1_${l}`]), 1)} | ${cell(pooled(runs, (r) => r.cold?.firstMain[`NOD1_one_${l}`]), 1)} | ${runs.length} |`,
   );
 }
