@@ -216,10 +216,7 @@ fn run_shell(
         match child.try_wait() {
             Ok(Some(status)) => break status.code(),
             Ok(None) if start.elapsed() >= limit => {
-                // The whole group: the agent's children too.
-                let _ = Command::new("kill")
-                    .args(["-KILL", &format!("-{}", child.id())])
-                    .status();
+                kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -236,6 +233,21 @@ fn run_shell(
     }
     let _ = std::fs::remove_file(&out_path);
     Ok(Ran { code, output })
+}
+
+/// SIGKILL to the process group `pgid` (the agent and every child it started). A `pgid` of 0 or 1
+/// is refused: `kill(-1)` would signal every process of the user, and `kill(0)` our own group.
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
+    if pgid > 1 {
+        // SAFETY: kill(2) takes plain integers and has no memory effects; the negative pid names
+        // the process group that `process_group(0)` made this child the leader of.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
 }
 
 fn tail(s: &str) -> String {
@@ -861,5 +873,33 @@ mod tests {
         let slow = run_shell("sleep 30", &dir, &[], Duration::from_millis(300)).expect("run");
         assert_eq!(slow.code, None);
         assert!(start.elapsed() < Duration::from_secs(10));
+
+        // The agent's own children die with it (the whole process group).
+        let pidfile = dir.join(format!("selfheal-fixer-test-{}", std::process::id()));
+        let cmd = format!("sleep 30 & echo $! > '{}'; wait", pidfile.display());
+        let grouped = run_shell(&cmd, &dir, &[], Duration::from_millis(500)).expect("run");
+        assert_eq!(grouped.code, None);
+        let pid = std::fs::read_to_string(&pidfile).expect("pid file");
+        let _ = std::fs::remove_file(&pidfile);
+        std::thread::sleep(Duration::from_millis(200));
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .next();
+        assert!(
+            matches!(state, None | Some("Z") | Some("X")),
+            "grandchild {pid} still running: {stat}"
+        );
+    }
+
+    #[test]
+    fn kill_group_refuses_pid_0_and_1() {
+        // Would signal our own group or every process of the user: must be a no-op.
+        kill_group(0);
+        kill_group(1);
     }
 }
