@@ -67,7 +67,7 @@ enum Command {
     /// Lease the next ready fix run, let a coding agent fix it in a git worktree, verify the fix
     /// (a new test fails on the base commit and passes with the change; the test command passes),
     /// push branch selfheal/<incident> and open a draft PR. One run per invocation.
-    Fix(FixArgs),
+    Fix(Box<FixArgs>),
     /// Run every evaluation on the public corpora (scrubbing, grouping, stack parsing) and print
     /// the tables next to their baselines and goals.
     Eval {
@@ -266,7 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let now = now_ms();
             each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
         }
-        Command::Fix(args) => return fix(args),
+        Command::Fix(args) => return fix(*args),
         Command::Eval { json, data } => {
             let Some(dir) = data_dir(data.as_deref()) else {
                 eprintln!(
