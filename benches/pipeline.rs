@@ -180,61 +180,95 @@ fn leak_check(corpus: &Corpus, cfg: &PipelineConfig) -> (usize, u64, u64) {
     (leaks, events, noise)
 }
 
+/// CPU time of this thread in seconds (Linux `/proc/thread-self/schedstat`), if readable: on a
+/// shared machine it leaves out the time other processes held the core.
+fn thread_cpu_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// (wall seconds, CPU seconds if known) of one call.
+fn clock<T>(f: impl FnOnce() -> T) -> (f64, Option<f64>) {
+    let (c0, t) = (thread_cpu_secs(), Instant::now());
+    black_box(f());
+    let wall = t.elapsed().as_secs_f64();
+    (wall, thread_cpu_secs().zip(c0).map(|(b, a)| b - a))
+}
+
 fn summary(corpora: &[Corpus], cfg: &PipelineConfig) {
     const ROUNDS: usize = 5;
     println!(
-        "\nsummary: {N_ITEMS} TraceItems per pass, median of {ROUNDS} interleaved rounds, one thread"
+        "\nsummary: {N_ITEMS} TraceItems per pass, median of {ROUNDS} interleaved rounds, one thread;"
     );
     println!(
-        "{:<7} {:>5} {:>13} {:>13} {:>13} {:>11} {:>11}  events/noise  leaks",
+        "wall clock, and in [brackets] this thread's CPU time (other processes' share left out)"
+    );
+    println!(
+        "{:<7} {:>5} {:>20} {:>20} {:>20} {:>15} {:>15}  events/noise  leaks",
         "corpus", "batch", "floor it/s", "parse it/s", "pipeline it/s", "pipe/floor", "pipe/parse"
     );
+    for corpus in corpora {
+        let bytes: usize = corpus.by_size[0].1.iter().map(String::len).sum();
+        println!(
+            "  ({}: {} bytes of JSON per item on average)",
+            corpus.name,
+            bytes / corpus.items.len().max(1)
+        );
+    }
     for corpus in corpora {
         let (leaks, events, noise) = leak_check(corpus, cfg);
         for (size, batches) in &corpus.by_size {
             let ps = passes(cfg);
-            let mut secs: Vec<Vec<f64>> = vec![Vec::new(); ps.len()];
+            let mut wall: Vec<Vec<f64>> = vec![Vec::new(); ps.len()];
+            let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); ps.len()];
             for _ in 0..ROUNDS {
                 for (k, (_, pass)) in ps.iter().enumerate() {
-                    let t = Instant::now();
-                    black_box(pass(batches));
-                    secs[k].push(t.elapsed().as_secs_f64());
+                    let (w, c) = clock(|| pass(batches));
+                    wall[k].push(w);
+                    cpu[k].extend(c);
                 }
             }
-            let med: Vec<f64> = secs.into_iter().map(median).collect();
-            let per_s = |s: f64| corpus.items.len() as f64 / s;
+            let w: Vec<f64> = wall.into_iter().map(median).collect();
+            let c: Vec<f64> = cpu
+                .into_iter()
+                .map(|x| if x.is_empty() { f64::NAN } else { median(x) })
+                .collect();
+            let n = corpus.items.len() as f64;
+            let rate = |k: usize| format!("{:.0} [{:.0}]", n / w[k], n / c[k]);
+            let ratio = |a: usize, b: usize| format!("{:.1}x [{:.1}x]", w[a] / w[b], c[a] / c[b]);
             println!(
-                "{:<7} {:>5} {:>13.0} {:>13.0} {:>13.0} {:>10.1}x {:>10.1}x  {events:>5}/{noise:<5}  {leaks}",
+                "{:<7} {:>5} {:>20} {:>20} {:>20} {:>15} {:>15}  {events:>5}/{noise:<5}  {leaks}",
                 corpus.name,
                 size,
-                per_s(med[0]),
-                per_s(med[1]),
-                per_s(med[2]),
-                med[2] / med[0],
-                med[2] / med[1],
+                rate(0),
+                rate(1),
+                rate(2),
+                ratio(2, 0),
+                ratio(2, 1),
             );
         }
     }
     let compile: Vec<f64> = (0..15)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(selfheal::scrub::compile_rules());
-            t.elapsed().as_secs_f64()
-        })
+        .map(|_| clock(selfheal::scrub::compile_rules).0)
         .collect();
     println!(
-        "compile: scrub::compile_rules() = {} regexes (rules + set) in {:.2} ms (median of 15)",
+        "compile: scrub::compile_rules() = {} regexes (rules + set) in {:.2} ms wall (median of 15)",
         selfheal::scrub::compile_rules(),
         median(compile) * 1e3
     );
     println!(
         "(pipe/floor: pipeline time over serde_json::Value time for the same bytes; goal ≥ 200,000 it/s)"
     );
+    println!("load average: {}", load_average());
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let test_mode = args.iter().any(|a| a == "--test" || a == "--list");
+    if !test_mode {
+        println!("load average at start: {}", load_average());
+    }
     let cfg = PipelineConfig::default();
     let corpora = corpora(&cfg);
     let mut c = Criterion::default().configure_from_args();
@@ -243,4 +277,10 @@ fn main() {
     if !test_mode {
         summary(&corpora, &cfg);
     }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

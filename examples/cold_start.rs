@@ -73,6 +73,8 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load().trim());
     println!(
         "first process_batch call in a fresh process vs the same call warm ({CHILDREN} processes per case)"
     );
@@ -111,4 +113,5 @@ fn main() {
             c - w
         );
     }
+    println!("load average at end: {}", load().trim());
 }
