@@ -201,13 +201,6 @@ fn summary(corpora: &[Corpus], cfg: &PipelineConfig) {
     println!(
         "\nsummary: {N_ITEMS} TraceItems per pass, median of {ROUNDS} interleaved rounds, one thread;"
     );
-    println!(
-        "wall clock, and in [brackets] this thread's CPU time (other processes' share left out)"
-    );
-    println!(
-        "{:<7} {:>5} {:>20} {:>20} {:>20} {:>15} {:>15}  events/noise  leaks",
-        "corpus", "batch", "floor it/s", "parse it/s", "pipeline it/s", "pipe/floor", "pipe/parse"
-    );
     for corpus in corpora {
         let bytes: usize = corpus.by_size[0].1.iter().map(String::len).sum();
         println!(
@@ -216,6 +209,13 @@ fn summary(corpora: &[Corpus], cfg: &PipelineConfig) {
             bytes / corpus.items.len().max(1)
         );
     }
+    println!(
+        "wall clock, and in [brackets] this thread's CPU time (other processes' share left out)"
+    );
+    println!(
+        "{:<7} {:>5} {:>20} {:>20} {:>20} {:>15} {:>15}  events/noise  leaks",
+        "corpus", "batch", "floor it/s", "parse it/s", "pipeline it/s", "pipe/floor", "pipe/parse"
+    );
     for corpus in corpora {
         let (leaks, events, noise) = leak_check(corpus, cfg);
         for (size, batches) in &corpus.by_size {
