@@ -1,8 +1,8 @@
 //! Throughput of the tail Worker's pure path, per TraceItem, next to two baselines in the same
 //! process; and the compile cost of the scrubber's regexes.
 //!
-//! Run: `cargo bench --bench pipeline` (criterion, then a summary table with ratios).
-//! Only the summary (about 15 s): `cargo bench --bench pipeline -- summary-only` (a criterion filter
+//! Run: `cargo bench --bench pipeline` (criterion, then a summary table with ratios; 5-6 min).
+//! Only the summary (1-2 min): `cargo bench --bench pipeline -- summary-only` (a criterion filter
 //! that matches no benchmark). Cold vs warm first call, in a fresh process:
 //! `cargo run --release --example cold_start`.
 //!
