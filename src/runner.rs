@@ -290,22 +290,6 @@ fn ttl_ms(ttl_secs: Option<i64>) -> i64 {
         * 1000
 }
 
-/// `crypto.randomUUID()` of the runtime: the lease id.
-fn random_id() -> Result<String, GlueError> {
-    use wasm_bindgen::{JsCast, JsValue};
-    let fail = |_| GlueError::Config("crypto.randomUUID is unavailable".into());
-    let crypto =
-        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(fail)?;
-    let f: js_sys::Function = js_sys::Reflect::get(&crypto, &JsValue::from_str("randomUUID"))
-        .map_err(fail)?
-        .dyn_into()
-        .map_err(fail)?;
-    f.call0(&crypto)
-        .map_err(fail)?
-        .as_string()
-        .ok_or_else(|| GlueError::Config("randomUUID returned no string".into()))
-}
-
 /// The fixer's POST endpoints (see the module doc).
 async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, GlueError> {
     let db = env.d1(DB_BINDING)?;
@@ -316,7 +300,7 @@ async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, 
             let Ok(body) = req.json::<LeaseBody>().await else {
                 return Ok(json_error(400, "expected {owner, ttl_secs?}")?);
             };
-            let lease_id = random_id()?;
+            let lease_id = workers::random_uuid()?;
             let owner: String = body.owner.chars().take(100).collect();
             let results = workers::batch(
                 &db,

@@ -57,6 +57,24 @@ pub fn now_ms() -> i64 {
     js_sys::Date::now() as i64
 }
 
+/// `crypto.randomUUID()` of the runtime (a random version-4 UUID), e.g. a lease id.
+///
+/// Errors: the runtime has no `crypto.randomUUID` (workerd always has it).
+pub fn random_uuid() -> Result<String, GlueError> {
+    use wasm_bindgen::{JsCast, JsValue};
+    let fail = |_| GlueError::Config("crypto.randomUUID is unavailable".into());
+    let crypto =
+        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(fail)?;
+    let f: js_sys::Function = js_sys::Reflect::get(&crypto, &JsValue::from_str("randomUUID"))
+        .map_err(fail)?
+        .dyn_into()
+        .map_err(fail)?;
+    f.call0(&crypto)
+        .map_err(fail)?
+        .as_string()
+        .ok_or_else(|| GlueError::Config("randomUUID returned no string".into()))
+}
+
 /// A Worker var (or secret) as a string, `None` when unset or empty.
 pub fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name)

@@ -7,6 +7,7 @@
 //! claim makes a duplicate job a no-op). Deferred fix runs whose day has passed are sent again.
 //! With `SELFHEAL_TRACKER=github` the tickets are then mirrored to GitHub Issues ([`tracker`]).
 
+mod handover;
 mod tracker;
 
 use selfheal::store::{
@@ -35,6 +36,7 @@ struct RunReport {
     jobs_sent: usize,
     jobs_resent: usize,
     mirror: Option<tracker::MirrorReport>,
+    handed_over: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -49,11 +51,12 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     match run(&env).await {
         Ok(r) => console_log!(
-            "selfheal cron: tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?}",
+            "selfheal cron: tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?} handed_over={:?}",
             r.tickets_opened,
             r.jobs_sent,
             r.jobs_resent,
-            r.mirror
+            r.mirror,
+            r.handed_over
         ),
         Err(e) => console_error!("selfheal cron failed: {e}"),
     }
@@ -148,10 +151,20 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
     report.jobs_resent = send_jobs(&db, &queue, resend, now).await?;
 
     // The external tracker last: a misconfigured or unreachable tracker never blocks tickets/jobs.
-    match tracker::from_env(env) {
-        Ok(Some(repo)) => report.mirror = Some(tracker::mirror(&db, &repo).await?),
-        Ok(None) => {}
-        Err(e) => console_error!("selfheal cron: tracker not mirrored: {e}"),
+    let repo = match tracker::from_env(env) {
+        Ok(repo) => repo,
+        Err(e) => {
+            console_error!("selfheal cron: tracker not mirrored: {e}");
+            None
+        }
+    };
+    if let Some(repo) = &repo {
+        report.mirror = Some(tracker::mirror(&db, repo).await?);
+    }
+    // Hosted agents (webhook, copilot): at most one lease per run, one agent at a time.
+    match handover::step(env, &db, repo.as_ref()).await {
+        Ok(run) => report.handed_over = run,
+        Err(e) => console_error!("selfheal cron: handover: {e}"),
     }
     Ok(report)
 }

@@ -71,39 +71,40 @@ struct Client {
 /// A request that did not succeed: `Retry` too long to wait here, or `Fail`.
 struct Stop(String);
 
-impl Client {
-    async fn send_once(req: &GhRequest) -> (u16, Vec<(String, String)>, String) {
-        let headers = Headers::new();
-        for (k, v) in &req.headers {
-            if headers.set(k, v).is_err() {
-                return (0, Vec::new(), format!("bad header {k}"));
-            }
-        }
-        let method = match req.method {
-            "POST" => Method::Post,
-            "PATCH" => Method::Patch,
-            _ => Method::Get,
-        };
-        let mut init = RequestInit::new();
-        init.with_method(method).with_headers(headers);
-        if let Some(body) = &req.body {
-            init.with_body(Some(body.to_string().into()));
-        }
-        let Ok(request) = worker::Request::new_with_init(&req.url, &init) else {
-            return (0, Vec::new(), "invalid request".into());
-        };
-        let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(REQUEST_TIMEOUT_MS));
-        match Fetch::Request(request).send_with_signal(&signal).await {
-            Ok(mut resp) => {
-                let status = resp.status_code();
-                let headers: Vec<(String, String)> = resp.headers().entries().collect();
-                let body = resp.text().await.unwrap_or_default();
-                (status, headers, body)
-            }
-            Err(e) => (0, Vec::new(), e.to_string()),
+/// Sends one request (10 s timeout): status (0 when no response), headers, body.
+pub async fn send_once(req: &GhRequest) -> (u16, Vec<(String, String)>, String) {
+    let headers = Headers::new();
+    for (k, v) in &req.headers {
+        if headers.set(k, v).is_err() {
+            return (0, Vec::new(), format!("bad header {k}"));
         }
     }
+    let method = match req.method {
+        "POST" => Method::Post,
+        "PATCH" => Method::Patch,
+        _ => Method::Get,
+    };
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(body) = &req.body {
+        init.with_body(Some(body.to_string().into()));
+    }
+    let Ok(request) = worker::Request::new_with_init(&req.url, &init) else {
+        return (0, Vec::new(), "invalid request".into());
+    };
+    let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(REQUEST_TIMEOUT_MS));
+    match Fetch::Request(request).send_with_signal(&signal).await {
+        Ok(mut resp) => {
+            let status = resp.status_code();
+            let headers: Vec<(String, String)> = resp.headers().entries().collect();
+            let body = resp.text().await.unwrap_or_default();
+            (status, headers, body)
+        }
+        Err(e) => (0, Vec::new(), e.to_string()),
+    }
+}
 
+impl Client {
     /// Sends `req` until it succeeds (its body), or returns why not.
     async fn call(&mut self, req: &GhRequest) -> Result<String, Stop> {
         for attempt in 1.. {
@@ -114,7 +115,7 @@ impl Client {
                 }
                 self.pacer.record(now_ms());
             }
-            let (status, headers, body) = Self::send_once(req).await;
+            let (status, headers, body) = send_once(req).await;
             let resp = github::Response {
                 status,
                 headers: &headers,
