@@ -428,15 +428,22 @@ pub struct TrackerChange {
     pub state: String,
     /// `fix_runs.id` for `run` changes.
     pub run_id: Option<i64>,
+    /// The draft PR of a `pr_opened` run.
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    /// The fixer's reason for a `failed` run (untrusted: rendered fenced).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// Pending tracker changes, oldest first, `?1` = limit: run-state comments, then closes of
 /// resolved incidents and reopens of regressed ones.
 pub const SELECT_TRACKER_CHANGES: &str = "SELECT * FROM (\
-SELECT t.id AS ticket_id, t.external_number, 'run' AS kind, r.state AS state, r.id AS run_id FROM fix_runs r \
+SELECT t.id AS ticket_id, t.external_number, 'run' AS kind, r.state AS state, r.id AS run_id, r.pr_url AS pr_url, \
+CASE WHEN json_valid(r.result) THEN json_extract(r.result, '$.reason') END AS detail FROM fix_runs r \
 JOIN tickets t ON t.id = r.ticket_id WHERE t.external_number IS NOT NULL AND r.state IS NOT COALESCE(r.notified_state, '') \
 UNION ALL \
-SELECT t.id, t.external_number, 'issue', CASE i.status WHEN 'resolved' THEN 'closed' ELSE 'open' END, NULL \
+SELECT t.id, t.external_number, 'issue', CASE i.status WHEN 'resolved' THEN 'closed' ELSE 'open' END, NULL, NULL, NULL \
 FROM tickets t JOIN ops_incidents i ON i.id = t.incident_id WHERE t.external_number IS NOT NULL \
 AND ((i.status = 'resolved' AND t.external_state = 'open') OR (i.status = 'regressed' AND t.external_state = 'closed'))\
 ) ORDER BY ticket_id LIMIT ?1";

@@ -444,10 +444,14 @@ fn tracker_mirror_comments_each_run_state_once_and_follows_resolution() {
     let run_id = c[0].run_id.expect("run id");
     batch(&mut conn, &[store::mark_notified(run_id, "ready")]);
     assert!(changes(&mut conn).is_empty());
-    conn.execute("UPDATE fix_runs SET state = 'failed'", [])
-        .expect("fail run");
+    conn.execute(
+        "UPDATE fix_runs SET state = 'failed', result = '{\"reason\": \"no test added\"}'",
+        [],
+    )
+    .expect("fail run");
     let c = changes(&mut conn);
     assert_eq!((c[0].kind.as_str(), c[0].state.as_str()), ("run", "failed"));
+    assert_eq!(c[0].detail.as_deref(), Some("no test added"));
     batch(&mut conn, &[store::mark_notified(run_id, "failed")]);
 
     // Resolved → close once; regressed → reopen once.

@@ -229,7 +229,12 @@ pub async fn mirror(db: &worker::D1Database, repo: &Repo) -> Result<MirrorReport
                 github::comment(
                     repo,
                     number,
-                    &ticket::run_comment(run_id, &c.state, None, None),
+                    &ticket::run_comment(
+                        run_id,
+                        &c.state,
+                        c.detail.as_deref(),
+                        c.pr_url.as_deref(),
+                    ),
                 ),
                 store::mark_notified(run_id, &c.state),
             ),
