@@ -17,7 +17,8 @@ import { LOCAL_API_TOKEN, ROOT, d1, ingestedItems, startStack, until } from "../
 import { drive } from "../../scripts/lib/demo.mjs";
 import { startGithubStub } from "./github-stub.mjs";
 
-const BIN = join(ROOT, "target/release/selfheal");
+// Built by `cargo test` (scripts/test.sh runs it before the e2e suites); SELFHEAL_BIN overrides.
+const BIN = process.env.SELFHEAL_BIN ?? join(ROOT, "target/debug/selfheal");
 const stateDir = join(ROOT, `.selfheal/e2e-fixer-${process.pid}`);
 const TOKEN = "gh-fixer-token-not-a-secret";
 const tmp = mkdtempSync(join(tmpdir(), "selfheal-fixer-"));
