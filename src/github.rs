@@ -663,7 +663,10 @@ mod tests {
     #[test]
     fn copilot_assignment_names_the_agent_and_the_base_branch() {
         let r = assign_copilot(&repo(), 12, "release");
-        assert_eq!(r.url, "http://127.0.0.1:9/repos/acme/shop/issues/12/assignees");
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:9/repos/acme/shop/issues/12/assignees"
+        );
         let body = r.body.expect("body");
         assert_eq!(body["assignees"], json!([COPILOT_ASSIGNEE]));
         assert_eq!(body["agent_assignment"]["target_repo"], "acme/shop");
