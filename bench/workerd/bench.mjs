@@ -1,8 +1,9 @@
 // CPU of the tail Worker's tail() handler in workerd, per TraceItem warm and for the first
 // invocation of a fresh isolate. Run through scripts/bench-workerd.sh (which documents the method).
 // Options: --build LABEL=DIR (repeatable; a tail Worker build: index.js + index_bg.wasm; default
-// main=tail-worker/build), --rounds N, --per-run K (batches per measured run), --warmup N (batches
-// per arm before measuring), --cold N (trials; each boots, per build, a baseline workerd and one
+// main=tail-worker/build), --rounds N, --per-run K (batches of 100 per measured run), --warmup N
+// (batches of 100 per arm before measuring), --batch-size N (items per batch in the warm phase:
+// the same number of items per run in smaller batches; default 100), --cold N (trials; each boots, per build, a baseline workerd and one
 // per fresh-isolate case: 100 items stubbed, 1 item stubbed, 100 items local D1), --state-dir
 // DIR, --json FILE (results). Several builds are measured side by side: the warm rounds visit every
 // build's arms in one workerd (rotating order), the fresh-isolate trials alternate builds, so a
@@ -20,25 +21,27 @@ const { values: opt } = parseArgs({
     rounds: { type: "string", default: "21" },
     "per-run": { type: "string", default: "10" },
     warmup: { type: "string", default: "40" },
+    "batch-size": { type: "string", default: "100" },
     cold: { type: "string", default: "7" },
     "state-dir": { type: "string", default: join(ROOT, `.selfheal/bench-workerd-${process.pid}`) },
     json: { type: "string" },
   },
 });
-const builds = Object.fromEntries(
-  opt.build.map((b) => {
-    const i = b.indexOf("=");
-    const label = b.slice(0, i);
-    if (i < 1 || !/^[A-Za-z0-9_-]+$/.test(label)) throw new Error(`--build wants LABEL=DIR with LABEL in [A-Za-z0-9_-], got ${b}`);
-    return [label, b.slice(i + 1)];
-  }),
-);
-const LABELS = Object.keys(builds);
+// In command-line order (an object would put numeric labels such as "3" and "2" first, sorted).
+const BUILDS = opt.build.map((b) => {
+  const i = b.indexOf("=");
+  const label = b.slice(0, i);
+  if (i < 1 || !/^[A-Za-z0-9_-]+$/.test(label)) throw new Error(`--build wants LABEL=DIR with LABEL in [A-Za-z0-9_-], got ${b}`);
+  return [label, b.slice(i + 1)];
+});
+const builds = Object.fromEntries(BUILDS);
+const LABELS = BUILDS.map(([label]) => label);
 const ROUNDS = Number(opt.rounds);
 const PER_RUN = Number(opt["per-run"]);
 const WARMUP = Number(opt.warmup);
 const COLD = Number(opt.cold);
-const BATCH = 100;
+const BATCH = Number(opt["batch-size"]); // items per batch in the warm phase
+
 const stateDir = opt["state-dir"];
 const ms = (ns) => ns / 1e6;
 const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length]);
@@ -55,14 +58,22 @@ function stats(xs) {
 const fmt = (st, digits = 3) =>
   `median ${st.median.toFixed(digits)}  IQR ${st.p25.toFixed(digits)}–${st.p75.toFixed(digits)}  range ${st.min.toFixed(digits)}–${st.max.toFixed(digits)}  (n=${st.n})`;
 
-const batches = makeBatches({ count: 20, size: BATCH, seed: 1 });
+// Batches 0-19: 100 items each (fresh-isolate trials; the warm phase too unless --batch-size).
+const batches = makeBatches({ count: 20, size: 100, seed: 1 });
 // Batch 20: one item with an uncaught exception (the whole pipeline runs), for the fixed cost of a
 // first invocation.
 const ONE = batches.length;
 batches.push([structuredClone(batches[0].find((it) => it.outcome === "exception"))]);
+// The warm phase's batches: 2,000 items in batches of --batch-size (the first 20 when it is 100).
+const WARM_BASE = BATCH === 100 ? 0 : batches.length;
+const WARM_N = BATCH === 100 ? 20 : Math.ceil(2000 / BATCH);
+if (BATCH !== 100) batches.push(...makeBatches({ count: WARM_N, size: BATCH, seed: 2 }));
+// Batches per measured run: --per-run counts batches of 100; smaller batches keep the items per run.
+const RUN_BATCHES = Math.max(1, Math.round((PER_RUN * 100) / BATCH));
+const WARMUP_BATCHES = Math.max(1, Math.round((WARMUP * 100) / BATCH));
 const log = (...a) => console.log(...a);
-for (const [label, dir] of Object.entries(builds)) log(`bench-workerd: build ${label} = ${dir}`);
-log(`batches: ${JSON.stringify(summary(batches.slice(0, ONE)))}`);
+for (const [label, dir] of BUILDS) log(`bench-workerd: build ${label} = ${dir}`);
+log(`batches: ${JSON.stringify(summary(batches.slice(WARM_BASE, WARM_BASE + WARM_N)))}`);
 
 async function warm() {
   await freshState(stateDir);
@@ -71,7 +82,7 @@ async function warm() {
     await h.load(batches);
     const arms = ["NOOP", ...LABELS.flatMap((l) => [`NOD1_${l}`, `TAIL_${l}`])];
     for (const arm of arms) {
-      for (let done = 0; done < WARMUP; done += PER_RUN) await h.run(arm, done % ONE, PER_RUN, ONE);
+      for (let done = 0; done < WARMUP_BATCHES; done += RUN_BATCHES) await h.run(arm, done % WARM_N, RUN_BATCHES, WARM_N, WARM_BASE);
     }
     const logsBefore = h.logs.length;
     const stubBefore = Object.fromEntries(await Promise.all(LABELS.map(async (l) => [l, await h.stubStats(l)])));
@@ -81,8 +92,8 @@ async function warm() {
     let from = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const res = {};
-      for (const arm of rotate(arms, r)) res[arm] = await h.run(arm, from, PER_RUN, ONE);
-      from = (from + PER_RUN) % ONE;
+      for (const arm of rotate(arms, r)) res[arm] = await h.run(arm, from, RUN_BATCHES, WARM_N, WARM_BASE);
+      from = (from + RUN_BATCHES) % WARM_N;
       const { items } = res.NOOP;
       per.NOOP.push(ms(res.NOOP.totalNs) / items);
       for (const l of LABELS) {
@@ -173,8 +184,8 @@ async function cold() {
 
 try {
   const w = await warm();
-  log(`pipeline verdicts of the measured batches: ${JSON.stringify(w.verdicts)}; D1 batch per 100 items: ${JSON.stringify(w.d1)}`);
-  log(`\nWARM, CPU ms per TraceItem (batches of ${BATCH}, ${PER_RUN} batches per run, ${ROUNDS} rounds; minus the no-op consumer's run in the same round):`);
+  log(`pipeline verdicts of the measured batches: ${JSON.stringify(w.verdicts)}; D1 batch per tail() call (stub): ${JSON.stringify(w.d1)}`);
+  log(`\nWARM, CPU ms per TraceItem (batches of ${BATCH}, ${RUN_BATCHES} batches per run, ${ROUNDS} rounds; minus the no-op consumer's run in the same round):`);
   for (const l of LABELS) {
     log(`  [${l}] tail handler, D1 stubbed   all threads  ${fmt(stats(w.per[`NOD1_${l}`]), 4)}`);
     log(`  [${l}]                            main thread  ${fmt(stats(w.per[`NOD1_main_${l}`]), 4)}`);
@@ -206,8 +217,9 @@ try {
   }
   const mapStats = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, stats(v)]));
   const result = {
-    builds,
-    batches: summary(batches.slice(0, ONE)),
+    builds: BUILDS,
+    batchSize: BATCH,
+    batches: summary(batches.slice(WARM_BASE, WARM_BASE + WARM_N)),
     verdicts: w.verdicts,
     d1: w.d1,
     warm: mapStats(w.per),

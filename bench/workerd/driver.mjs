@@ -1,8 +1,8 @@
 // Bench-only Worker (bench/workerd): holds the generated TraceItem batches in memory and delivers
 // them to a tail consumer over a service binding (JS RPC `tail(items)`, as tests/e2e/replayer does).
 //   POST /load                       body: JSON array of batches (once per isolate)
-//   POST /run?target=T&from=i&count=k&cycle=n  delivers batches i..i+k-1 (modulo n, default all) to
-//                                    env[T].tail(), one
+//   POST /run?target=T&from=i&count=k&cycle=n&base=b  delivers batches b + (i..i+k-1 modulo n;
+//                                    n defaults to all, b to 0) to env[T].tail(), one
 //                                    awaited call per batch. Every delivery first moves each item's
 //                                    eventTimestamp by +1 ms, identically for every target, so a
 //                                    batch delivered again is new traffic (new event keys), not a
@@ -22,9 +22,10 @@ export default {
       const from = Number(url.searchParams.get("from") ?? 0);
       const count = Number(url.searchParams.get("count") ?? 1);
       const cycle = Number(url.searchParams.get("cycle") ?? batches.length);
+      const base = Number(url.searchParams.get("base") ?? 0);
       let items = 0;
       for (let j = 0; j < count; j++) {
-        const batch = batches[(from + j) % cycle];
+        const batch = batches[base + ((from + j) % cycle)];
         for (const item of batch) item.eventTimestamp += 1;
         await target.tail(batch);
         items += batch.length;

@@ -116,16 +116,17 @@ export async function start({ builds = { main: join(ROOT, "tail-worker/build") }
       {
         name: "driver",
         modules: true,
+        modulesRoot: HERE,
         scriptPath: join(HERE, "driver.mjs"),
         compatibilityDate,
         serviceBindings: { NOOP: "bench-noop", ...Object.fromEntries(arms.map((a) => [a.target, a.worker.name])) },
       },
       // The no-op consumer has the D1 binding too, so miniflare's D1 services exist in every
       // configuration and boot CPU differs only by the tail Worker's own script.
-      { name: "bench-noop", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate, d1Databases: workerOptions.d1Databases },
+      { name: "bench-noop", modules: true, modulesRoot: HERE, scriptPath: join(HERE, "noop.mjs"), compatibilityDate, d1Databases: workerOptions.d1Databases },
       ...arms.map((a) => a.worker),
       // With no tail arm, a second no-op Worker stands in for it (miniflare adds per-Worker services).
-      ...(arms.length ? [] : [{ name: "bench-placeholder", modules: true, scriptPath: join(HERE, "noop.mjs"), compatibilityDate }]),
+      ...(arms.length ? [] : [{ name: "bench-placeholder", modules: true, modulesRoot: HERE, scriptPath: join(HERE, "noop.mjs"), compatibilityDate }]),
     ],
   }));
   await mf.ready;
@@ -149,11 +150,11 @@ export async function start({ builds = { main: join(ROOT, "tail-worker/build") }
     stubStats: async (label) => (await (await mf.getWorker(`bench-tail-nod1-${label}`)).fetch("http://stub/")).json(),
     load: (batches) => post("/load", JSON.stringify(batches)),
     /** Delivers `count` batches to `target`; CPU of workerd and wall time of the whole call. */
-    async run(target, from, count, cycle = 1e9) {
+    async run(target, from, count, cycle, base = 0) {
       const t0 = threadCpu(pid);
       const ticks0 = processTicks(pid);
       const w0 = performance.now();
-      const { items } = await post(`/run?target=${target}&from=${from}&count=${count}&cycle=${Math.min(cycle, 1e9)}`);
+      const { items } = await post(`/run?target=${target}&from=${from}&count=${count}${cycle ? `&cycle=${cycle}` : ""}&base=${base}`);
       const wallMs = performance.now() - w0;
       const d = cpuDelta(t0, threadCpu(pid));
       return { items, wallMs, ...d, mainNs: d.perThread.get(String(pid)) ?? 0, ticks: processTicks(pid) - ticks0 };
