@@ -130,7 +130,12 @@ describe("the local fixer", { timeout: 400_000 }, () => {
         }
       },
     });
-    stack = await startStack({ stateDir });
+    // The GitHub tracker is on, so the whole chain runs: incident → GitHub issue → lease → agent →
+    // verification → draft PR → comment on the issue.
+    stack = await startStack({
+      stateDir,
+      scheduledVars: { SELFHEAL_TRACKER: "github", SELFHEAL_GITHUB_API: gh.url, SELFHEAL_GITHUB_REPO: "acme/shop", SELFHEAL_GITHUB_TOKEN: TOKEN },
+    });
     const start = await ingestedItems(stack);
     const reqs = [];
     for (let i = 0; i < 2; i++) {
@@ -169,6 +174,13 @@ describe("the local fixer", { timeout: 400_000 }, () => {
     assert.match(pr.body, /Cause: discount\(\) read order.coupon.percent/);
     assert.match(pr.body, /must fail/);
     assert.match(pr.body, /selfheal never merges/);
+    // The PR links the ticket's GitHub issue, and the next cron comments the PR on that issue.
+    const issue = gh.issues.find((i) => pr.body.includes(`Ticket: ${i.html_url}\n`));
+    assert.ok(issue, "PR body links the incident's issue");
+    await stack.cron();
+    const comment = gh.comments.find((c) => c.issue_number === issue.number && /\*\*pr_opened\*\*/.test(c.body));
+    assert.ok(comment, JSON.stringify(gh.comments));
+    assert.ok(comment.body.includes(pr.html_url));
     // The branch holds the fix; main on the remote is untouched.
     assert.equal(git(bare, "rev-parse", "refs/heads/main"), mainBefore);
     assert.match(git(bare, "show", `refs/heads/${pr.head.ref}:src/price.js`), /coupon\?\.percent/);
@@ -178,7 +190,7 @@ describe("the local fixer", { timeout: 400_000 }, () => {
     for (const p of ["lease", "prepare", "agent", "verify", "publish"]) {
       assert.ok(report.timings.some(([name]) => name === p), `timing ${p}`);
     }
-    console.log(`fixer success run:\n${stderr}`);
+    console.log(`chain: incident ${run.incident_id} → issue ${issue.html_url} → run ${run.id} → ${pr.html_url} (draft)\nfixer output:\n${stderr}`);
   });
 
   test("no new test → rejected, nothing pushed, no PR", async () => {
