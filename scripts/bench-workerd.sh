@@ -13,7 +13,10 @@
 #       (one bench per pass, every level in it), and print one table.
 #       --no-build: measure the builds already in $BENCH_WORK/builds (sizes from the last build).
 #   Other options go to bench/workerd/bench.mjs: --rounds N (21), --per-run K (10 batches),
-#   --warmup N (40 batches per arm), --cold N (7 trials), --json FILE.
+#   --warmup N (40 batches per arm), --cold N (7 trials; 0 skips), --json FILE, --batch-size N
+#   (warm phase only: the same 1,000 items per run in batches of N; 1 is what a producer's single
+#   invocation delivers, and shows the fixed cost per tail() call).
+#   One measurement of one build takes ~3 min on 2 cores; --opt-levels builds for minutes per level.
 #
 # HOW IT MEASURES. One workerd process (miniflare 5, the library `wrangler dev` 4.164 runs workerd
 # with; the tail Worker's options come from tail-worker/wrangler.toml through wrangler's own
@@ -24,10 +27,13 @@
 # the sum of /proc/<pid>/task/*/schedstat (ns on CPU, exact, not tick-sampled) before and after a
 # run, for the whole process ("all threads") and for its main thread ("main thread": it runs every
 # isolate, so every line of JS and wasm and their GC; the other threads are V8's background
-# compiler and I/O). Timers inside workerd do not advance during computation (Spectre
-# mitigation), workerd's local TraceItems carry cpuTime = wallTime = 0 (hard-coded in
-# server.c++), and the DevTools CPU profiler samples wall time of a thread every isolate shares,
-# so none of those can give CPU; process CPU with subtraction can.
+# compiler, which tiers hot wasm up to optimized code, and I/O; how production accounts for
+# background compilation is not known here, so both are printed). Timers inside workerd do not
+# advance during computation (Spectre mitigation), workerd's local TraceItems carry cpuTime =
+# wallTime = 0 (hard-coded in server.c++), and the DevTools CPU profiler samples the wall time of a
+# thread every isolate shares (a tail-isolate profile sums to more than the whole process's CPU),
+# so none of those can give CPU; process CPU with subtraction can. (The profiler is still good for
+# where the time goes: see the attribution notes in bench/workerd/harness.mjs.)
 #  - Warm: each arm gets 40 batches first (tier-up, regex lazy DFAs), then 21 rounds; in each round
 #    the no-op consumer, the stubbed and the local-D1 tail Worker each get the same 10 batches of
 #    100 items (order rotated per round). Per item = (arm's CPU - no-op's CPU) / 1000. Reported as

@@ -10,6 +10,12 @@
 // (tid = pid) alone, which runs every isolate (JS, wasm, GC); the other threads are V8's
 // background workers (optimizing compilation of hot wasm/JS) and I/O.
 
+// Attribution (not CPU): `start({ inspectorPort })` exposes each isolate to the DevTools protocol
+// at ws://127.0.0.1:<port>/core:user:<worker name>; Profiler.start/stop there gives a V8 CPU
+// profile of that isolate (function names need a build with `strip = false`). Its times are wall
+// time between samples, and an attached inspector makes console.log much dearer, so use it for
+// shares, never for the figures.
+
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
 import { readFileSync, readdirSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
