@@ -251,11 +251,22 @@ fn kill_group(pgid: u32) {
 }
 
 fn tail(s: &str) -> String {
-    let start = s.len().saturating_sub(MAX_EVIDENCE_BYTES);
-    let start = (start..=s.len())
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(s.len());
-    s[start..].to_string()
+    s[s.ceil_char_boundary(s.len().saturating_sub(MAX_EVIDENCE_BYTES))..].to_string()
+}
+
+/// The first 12 characters of a commit id or fingerprint (all of it when shorter), for messages.
+fn short(id: &str) -> &str {
+    &id[..id.floor_char_boundary(12)]
+}
+
+/// The evidence of one verification command.
+fn evidence(step: String, ran: &Ran, ok: bool) -> Evidence {
+    Evidence {
+        step,
+        exit_code: ran.code,
+        ok,
+        output_tail: tail(&ran.output),
+    }
 }
 
 /// `git -C dir args…`, its stdout trimmed. Errors name the command and its stderr.
@@ -575,7 +586,7 @@ fn attempt(
         task.pointer("/ticket/body_markdown")
             .and_then(Value::as_str)
             .unwrap_or_default(),
-        short = &base[..base.len().min(12)],
+        short = short(&base),
         test = cfg.test_cmd,
     );
     std::fs::write(
@@ -586,7 +597,7 @@ fn attempt(
     .map_err(|e| Rejected(format!("task file: {e}")))?;
     progress(&format!(
         "worktree {fix_s} on {branch} at {how} ({})",
-        &base[..base.len().min(12)]
+        short(&base)
     ));
     timed(report, "prepare", t, ());
 
@@ -690,16 +701,15 @@ fn attempt(
     ));
     let before = run_shell(&cfg.test_cmd, &base_dir, &[], cfg.test_timeout).map_err(reject)?;
     let reproduced = matches!(before.code, Some(c) if c != 0);
-    report.evidence.push(Evidence {
-        step: format!(
+    report.evidence.push(evidence(
+        format!(
             "`{}` on the base commit {} with only the new tests: must fail",
             cfg.test_cmd,
-            &base[..base.len().min(12)]
+            short(&base)
         ),
-        exit_code: before.code,
-        ok: reproduced,
-        output_tail: tail(&before.output),
-    });
+        &before,
+        reproduced,
+    ));
     if !reproduced {
         return Err(Rejected(match before.code {
             None => "the tests on the base commit exceeded their time limit".into(),
@@ -709,16 +719,15 @@ fn attempt(
     progress("verify: test command with the fix");
     let after = run_shell(&cfg.test_cmd, &fix_dir, &[], cfg.test_timeout).map_err(reject)?;
     let passes = after.code == Some(0);
-    report.evidence.push(Evidence {
-        step: format!(
+    report.evidence.push(evidence(
+        format!(
             "`{}` with the change {}: must pass",
             cfg.test_cmd,
-            &head[..head.len().min(12)]
+            short(&head)
         ),
-        exit_code: after.code,
-        ok: passes,
-        output_tail: tail(&after.output),
-    });
+        &after,
+        passes,
+    ));
     timed(report, "verify", t, ());
     if !passes {
         return Err(Rejected("the test command fails with the change".into()));
@@ -757,7 +766,7 @@ fn attempt(
             let title = format!(
                 "selfheal: fix incident {} ({})",
                 run.incident_id,
-                &run.fingerprint[..run.fingerprint.len().min(12)]
+                short(&run.fingerprint)
             );
             let created = github_call(
                 &http,
@@ -794,7 +803,7 @@ pub fn pr_body(
     }
     md.push_str(&format!(
         "Base: `{}` ({how}).\n\n## Diagnosis\n\n",
-        &base[..base.len().min(12)]
+        short(base)
     ));
     md.push_str("Untrusted: written by the agent. Review it as you would a stranger's.\n\n");
     md.push_str(&crate::ticket::fence(if diagnosis.trim().is_empty() {

@@ -117,15 +117,16 @@ pub fn body(incident: &IncidentRow, samples: &[EventSample]) -> String {
     md
 }
 
-/// Body of the tracker issue (GitHub): the hidden [`crate::github::marker`] on the **first line**
-/// (only there does it count, so a marker quoted inside untrusted text never matches), then
-/// [`body`].
+/// Body of the tracker issue (GitHub): [`body`] under its marker, see [`with_marker`].
 pub fn issue_body(incident: &IncidentRow, samples: &[EventSample]) -> String {
-    format!(
-        "{}\n{}",
-        crate::github::marker(&incident.fingerprint),
-        body(incident, samples)
-    )
+    with_marker(&incident.fingerprint, &body(incident, samples))
+}
+
+/// A ticket body as a tracker issue body: the hidden [`crate::github::marker`] on the **first
+/// line** (only there does it count, so a marker quoted inside untrusted text never matches), then
+/// the body.
+pub fn with_marker(fingerprint: &str, body: &str) -> String {
+    format!("{}\n{body}", crate::github::marker(fingerprint))
 }
 
 /// `high`, `medium` or `low` from an incident's components: `high` for a 5xx or uncaught

@@ -179,7 +179,7 @@ pub async fn mirror(db: &worker::D1Database, repo: &Repo) -> Result<MirrorReport
                 found
             }
             Ok(None) => {
-                let body = format!("{}\n{}", github::marker(&t.fingerprint), t.body);
+                let body = ticket::with_marker(&t.fingerprint, &t.body);
                 let labels = ticket::labels(&t.status_class, &t.exception_type, t.occurrence_count);
                 let req = github::create_issue(repo, &t.title, &body, &labels);
                 match client.call(&req).await {

@@ -9,10 +9,7 @@ use std::path::PathBuf;
 /// `SELFHEAL_SHARED_DATA` overrides the location. A suite that gets `None` must print that it
 /// skipped and return, so a clone without the corpora still passes.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("SELFHEAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let path = root.join(rel);
+    let path = selfheal::eval::data_dir(None)?.join(rel);
     path.exists().then_some(path)
 }
 
@@ -27,15 +24,8 @@ pub fn shared_data_or_skip(rel: &str, suite: &str) -> Option<PathBuf> {
     found
 }
 
-/// Reads a JSON Lines file into values; a line that does not parse fails the test with its number.
+/// Reads a JSON Lines file into values ([`selfheal::eval::read_jsonl`]); a file that cannot be
+/// read or a line that does not parse fails the test with its path and line number.
 pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
-        })
-        .collect()
+    selfheal::eval::read_jsonl(path).unwrap_or_else(|e| panic!("{e}"))
 }
