@@ -149,17 +149,10 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
     let method = request.and_then(|r| r.method.clone());
     let status = item.status();
 
-    let route = match (item.event_kind(), item.event.as_ref()) {
-        ("fetch", _) => route_pattern(request.and_then(|r| r.url.as_deref()).unwrap_or("/")),
-        ("scheduled", Some(e)) => format!("scheduled {}", e.cron.as_deref().unwrap_or("")),
-        ("queue", Some(e)) => format!("queue {}", e.queue.as_deref().unwrap_or("")),
-        (kind, _) => kind.to_string(),
-    };
-
     let components = Components {
         version: FINGERPRINT_VERSION,
         script: script_name(item, cfg),
-        route,
+        route: item_route(item),
         exception_type: primary.exception_type,
         message: normalize_message(&message),
         top_frame,
@@ -188,12 +181,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
         None => Value::Null,
     };
 
-    let timestamp_ms = item
-        .event_timestamp
-        .filter(|t| t.is_finite() && *t >= 0.0)
-        // Saturating float→int cast: timestamps beyond i64 are nonsense but must not panic.
-        .map(|t| t as i64)
-        .unwrap_or(now_ms);
+    let timestamp_ms = item_timestamp(item, now_ms);
 
     let stack = stack_excerpt(&stack_full, &mut remarks);
     cap_remarks(&mut remarks);
@@ -351,6 +339,83 @@ fn split_error_prefix(text: &str) -> Option<(&str, &str)> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
     is_class.then_some((name, rest))
+}
+
+/// The route component of an item: the route pattern of a fetch (`/users/:id`), `scheduled
+/// <cron>`, `queue <name>`, or the handler kind.
+pub fn item_route(item: &TraceItem) -> String {
+    match (item.event_kind(), item.event.as_ref()) {
+        ("fetch", _) => route_pattern(
+            item.request()
+                .and_then(|r| r.url.as_deref())
+                .unwrap_or("/"),
+        ),
+        ("scheduled", Some(e)) => format!("scheduled {}", e.cron.as_deref().unwrap_or("")),
+        ("queue", Some(e)) => format!("queue {}", e.queue.as_deref().unwrap_or("")),
+        (kind, _) => kind.to_string(),
+    }
+}
+
+/// What the traffic counters need of one item, noise included: the denominator of every rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    /// Script name (the configured fallback when the runtime gives none).
+    pub script: String,
+    /// Route component, as in the fingerprint ([`item_route`]).
+    pub route: String,
+    /// Release (`scriptVersion` tag, else id); empty when unknown.
+    pub release: String,
+    /// Event time, ms since the epoch (`now_ms` when the item has none).
+    pub timestamp_ms: i64,
+    /// Whether the item became an [`Event`].
+    pub error: bool,
+}
+
+/// Like [`process_batch`], and also one [`Observation`] per well-formed item (healthy and noise
+/// ones included), for the traffic counters.
+pub fn process_batch_observed(
+    json: &str,
+    cfg: &PipelineConfig,
+    now_ms: i64,
+) -> Result<(Vec<Event>, BatchCounts, Vec<Observation>), crate::trace::BatchError> {
+    let parsed = crate::trace::parse_batch(json)?;
+    let mut counts = BatchCounts {
+        items: (parsed.items.len() + parsed.malformed.len()) as u64,
+        malformed: parsed.malformed.len() as u64,
+        ..BatchCounts::default()
+    };
+    let mut events = Vec::with_capacity(parsed.items.len());
+    let mut observed = Vec::with_capacity(parsed.items.len());
+    for (_, item) in &parsed.items {
+        let verdict = process_item(item, cfg, now_ms);
+        let (route, timestamp_ms) = match &verdict {
+            Verdict::Event(e) => (e.components.route.clone(), e.timestamp_ms),
+            Verdict::Noise(_) => (item_route(item), item_timestamp(item, now_ms)),
+        };
+        observed.push(Observation {
+            script: script_name(item, cfg),
+            route,
+            release: item.release().unwrap_or("").to_string(),
+            timestamp_ms,
+            error: matches!(verdict, Verdict::Event(_)),
+        });
+        match verdict {
+            Verdict::Event(e) => {
+                counts.events += 1;
+                events.push(*e);
+            }
+            Verdict::Noise(_) => counts.noise += 1,
+        }
+    }
+    Ok((events, counts, observed))
+}
+
+fn item_timestamp(item: &TraceItem, now_ms: i64) -> i64 {
+    item.event_timestamp
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        // Saturating float→int cast: timestamps beyond i64 are nonsense but must not panic.
+        .map(|t| t as i64)
+        .unwrap_or(now_ms)
 }
 
 /// The runtime gives `null` locally; fall back to the configured name.

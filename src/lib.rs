@@ -18,6 +18,9 @@ pub mod handover;
 pub mod normalize;
 pub mod route;
 pub mod scrub;
+pub mod signal;
+#[cfg(feature = "cli")]
+pub mod sqlite;
 pub mod stack;
 pub mod store;
 pub mod ticket;

@@ -94,6 +94,8 @@ pub fn prepare(db: &D1Database, s: &Statement) -> Result<D1PreparedStatement, Gl
             // D1 takes JS numbers; store.rs only puts ids, counts and ms timestamps here (< 2^53).
             SqlValue::Integer(i) => JsValue::from_f64(*i as f64),
             SqlValue::Text(t) => JsValue::from_str(t),
+            SqlValue::Real(f) if f.is_finite() => JsValue::from_f64(*f),
+            SqlValue::Real(_) => JsValue::NULL,
         })
         .collect();
     Ok(db.prepare(s.sql).bind(&values)?)

@@ -1,0 +1,12 @@
+//! Signal: which incidents are worth an agent.
+//!
+//! - [`rates`]: traffic counted in the tail Worker's isolate (the denominator of every rate).
+//! - [`gate`]: the pure decision (`ticket | watch | external | suppressed`) with its figures.
+//! - [`stats`]: the tests it rests on.
+//! - [`step`]: the cron's gate step as SQL and assembly, shared by the cron Worker and `selfheal
+//!   replay`.
+
+pub mod gate;
+pub mod rates;
+pub mod stats;
+pub mod step;
