@@ -345,11 +345,7 @@ fn split_error_prefix(text: &str) -> Option<(&str, &str)> {
 /// <cron>`, `queue <name>`, or the handler kind.
 pub fn item_route(item: &TraceItem) -> String {
     match (item.event_kind(), item.event.as_ref()) {
-        ("fetch", _) => route_pattern(
-            item.request()
-                .and_then(|r| r.url.as_deref())
-                .unwrap_or("/"),
-        ),
+        ("fetch", _) => route_pattern(item.request().and_then(|r| r.url.as_deref()).unwrap_or("/")),
         ("scheduled", Some(e)) => format!("scheduled {}", e.cron.as_deref().unwrap_or("")),
         ("queue", Some(e)) => format!("queue {}", e.queue.as_deref().unwrap_or("")),
         (kind, _) => kind.to_string(),

@@ -12,9 +12,18 @@ use crate::store::{SqlValue, Statement};
 /// that this list is the `migrations/` folder.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/0001_init.sql")),
-    ("0002_tracker.sql", include_str!("../migrations/0002_tracker.sql")),
-    ("0003_fixer.sql", include_str!("../migrations/0003_fixer.sql")),
-    ("0004_signal.sql", include_str!("../migrations/0004_signal.sql")),
+    (
+        "0002_tracker.sql",
+        include_str!("../migrations/0002_tracker.sql"),
+    ),
+    (
+        "0003_fixer.sql",
+        include_str!("../migrations/0003_fixer.sql"),
+    ),
+    (
+        "0004_signal.sql",
+        include_str!("../migrations/0004_signal.sql"),
+    ),
 ];
 
 /// A database with every migration applied.
@@ -91,7 +100,10 @@ impl Db {
                 .query(params_from_iter(bind(&s.params)))
                 .map_err(|e| DbError(format!("{}: {e}", s.sql)))?;
             let mut got = Vec::new();
-            while let Some(r) = rows.next().map_err(|e| DbError(format!("{}: {e}", s.sql)))? {
+            while let Some(r) = rows
+                .next()
+                .map_err(|e| DbError(format!("{}: {e}", s.sql)))?
+            {
                 let mut obj = Map::new();
                 for (i, n) in names.iter().enumerate() {
                     let v: Sql = r.get(i).map_err(|e| DbError(e.to_string()))?;

@@ -94,7 +94,6 @@ WHERE EXISTS (SELECT 1 FROM ops_incidents i WHERE i.fingerprint = ?2 \
   AND (i.stored_events < ?22 OR (i.occurrence_count & (i.occurrence_count - 1)) = 0)) \
 ON CONFLICT (event_key) DO NOTHING";
 
-
 /// The statements of the events of one tail invocation, to run in **one** D1 `batch()` (one
 /// transaction) with the traffic flush ([`flush_statements`]): per event, ensure the incident
 /// row, record the occurrence (the trigger counts it, and its 5-minute and hourly buckets, only
@@ -215,7 +214,9 @@ pub fn flush_statements(
                 std::collections::BTreeMap::new();
             let mut rows = Vec::with_capacity(f.traffic.len());
             for ((script, route, release, bucket), c) in &f.traffic {
-                rows.push(serde_json::json!([script, route, release, bucket, c.requests, c.errors]));
+                rows.push(serde_json::json!([
+                    script, route, release, bucket, c.requests, c.errors
+                ]));
                 let h = hourly
                     .entry((script, route, release, bucket.div_euclid(HOUR_MS) * HOUR_MS))
                     .or_insert((0, 0));
@@ -243,7 +244,10 @@ pub fn flush_statements(
                 .iter()
                 .map(|((s, r), (a, b))| serde_json::json!([s, r, a, b]))
                 .collect();
-            out.push(Statement::new(UPSERT_RELEASES, vec![json_text(&rows).into()]));
+            out.push(Statement::new(
+                UPSERT_RELEASES,
+                vec![json_text(&rows).into()],
+            ));
         }
         let c: &BatchCounts = &f.counts;
         let [g1, g2] = guard();
@@ -310,6 +314,23 @@ pub struct IncidentRow {
     pub status: String,
     /// `tickets.id` once ticketed.
     pub ticket_id: Option<i64>,
+}
+
+/// An incident with the gate's stored decision ([`SELECT_GATED_TICKET_CANDIDATES`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatedIncidentRow {
+    /// The incident.
+    #[serde(flatten)]
+    pub incident: IncidentRow,
+    /// `ticket`, `watch`, `external` or `suppressed`.
+    #[serde(default)]
+    pub gate_decision: Option<String>,
+    /// JSON array of reason codes.
+    #[serde(default)]
+    pub gate_reasons: Option<String>,
+    /// JSON of [`crate::signal::gate::Signals`].
+    #[serde(default)]
+    pub gate_signals: Option<String>,
 }
 
 /// The columns of a sanitized event that go into tickets.
@@ -417,6 +438,29 @@ event_timestamp FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint 
 FROM ops_log_events e WHERE e.fingerprint IN (SELECT value FROM json_each(?1))) WHERE rn <= ?2 \
 ORDER BY fingerprint, event_timestamp";
 
+/// Incidents the gate decided `ticket` (enforce mode) that have no ticket yet, most important
+/// first (the gate's priority, then age). `?1` = limit.
+pub const SELECT_GATED_TICKET_CANDIDATES: &str = concat!(
+    "SELECT ",
+    incident_columns!(),
+    ", gate_decision, gate_reasons, gate_signals FROM ops_incidents WHERE status = 'open' AND ticket_id IS NULL AND gate_decision = 'ticket' \
+     ORDER BY coalesce(gate_priority, 0) DESC, first_seen, id LIMIT ?1"
+);
+
+/// Incidents the gate decided `external` that have no ticket (for `SELFHEAL_GATE_EXTERNAL_TICKETS`:
+/// a ticket for humans, never a fix job). `?1` = limit.
+pub const SELECT_EXTERNAL_TICKET_CANDIDATES: &str = concat!(
+    "SELECT ",
+    incident_columns!(),
+    ", gate_decision, gate_reasons, gate_signals FROM ops_incidents WHERE status = 'open' AND ticket_id IS NULL AND gate_decision = 'external' \
+     ORDER BY coalesce(gate_priority, 0) DESC, first_seen, id LIMIT ?1"
+);
+
+/// An external ticket whose incident the gate now decides `ticket` becomes a fix ticket whose job
+/// is not sent yet (the re-send path sends it). `?1` = now, ms.
+pub const UPGRADE_EXTERNAL_TICKETS: &str = "UPDATE tickets SET kind = 'fix', queued_at = NULL, updated_at = ?1 \
+WHERE kind = 'external' AND incident_id IN (SELECT id FROM ops_incidents WHERE gate_decision = 'ticket')";
+
 /// Opens a ticket unless the incident has one: returns the new row only when it was inserted, so of
 /// two concurrent cron runs exactly one sees it (and sends the queue message).
 pub fn insert_ticket(
@@ -426,15 +470,29 @@ pub fn insert_ticket(
     body: &str,
     now_ms: i64,
 ) -> Statement {
+    insert_ticket_of_kind(incident_id, fingerprint, title, body, now_ms, "fix")
+}
+
+/// [`insert_ticket`] with the ticket's kind: `fix` (a fix job follows) or `external` (for humans:
+/// no job is ever sent).
+pub fn insert_ticket_of_kind(
+    incident_id: i64,
+    fingerprint: &str,
+    title: &str,
+    body: &str,
+    now_ms: i64,
+    kind: &str,
+) -> Statement {
     Statement::new(
-        "INSERT INTO tickets (incident_id, fingerprint, title, body, state, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5) ON CONFLICT (incident_id) DO NOTHING RETURNING id, incident_id",
+        "INSERT INTO tickets (incident_id, fingerprint, title, body, state, created_at, updated_at, kind) \
+         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5, ?6) ON CONFLICT (incident_id) DO NOTHING RETURNING id, incident_id",
         vec![
             incident_id.into(),
             fingerprint.into(),
             title.into(),
             body.into(),
             now_ms.into(),
+            kind.into(),
         ],
     )
 }
@@ -459,11 +517,13 @@ pub fn mark_queued(ticket_id: i64, now_ms: i64) -> Statement {
 
 /// Tickets whose job was never sent (a crash between insert and send): created before `?1`.
 pub const SELECT_UNQUEUED_TICKETS: &str = "SELECT t.id AS ticket_id, t.incident_id, t.fingerprint FROM tickets t \
-WHERE t.queued_at IS NULL AND t.created_at < ?1 ORDER BY t.id LIMIT 100";
+WHERE t.queued_at IS NULL AND t.kind = 'fix' AND t.created_at < ?1 ORDER BY t.id LIMIT 100";
 
 /// Deferred runs whose deferral day `?1` (today, UTC) has passed: their job is sent again.
-pub const SELECT_DEFERRED_DUE: &str = "SELECT ticket_id, incident_id, fingerprint FROM fix_runs \
-WHERE state = 'deferred' AND deferred_day < ?1 ORDER BY id LIMIT 100";
+/// Most important first (the gate's priority), so the day's cap goes to them.
+pub const SELECT_DEFERRED_DUE: &str = "SELECT r.ticket_id, r.incident_id, r.fingerprint FROM fix_runs r \
+JOIN ops_incidents i ON i.id = r.incident_id WHERE r.state = 'deferred' AND r.deferred_day < ?1 \
+ORDER BY coalesce(i.gate_priority, 0) DESC, r.id LIMIT 100";
 
 /// Drops occurrence keys older than `?1` (ms): redeliveries come within minutes, not days.
 pub const PRUNE_OCCURRENCES: &str = "DELETE FROM ops_occurrences WHERE ts < ?1";
@@ -599,7 +659,8 @@ pub fn lease_statements(lease_id: &str, owner: &str, now_ms: i64, ttl_ms: i64) -
         Statement::new(
             "UPDATE fix_runs SET state = 'leased', lease_id = ?1, lease_owner = ?2, lease_expires_at = ?3 + ?4, \
              updated_at = ?3 WHERE id = (SELECT r.id FROM fix_runs r JOIN ops_incidents i ON i.id = r.incident_id \
-             WHERE r.state = 'ready' AND COALESCE(i.cooldown_until, 0) <= ?3 ORDER BY r.id LIMIT 1) \
+             WHERE r.state = 'ready' AND COALESCE(i.cooldown_until, 0) <= ?3 \
+             ORDER BY coalesce(i.gate_priority, 0) DESC, r.id LIMIT 1) \
              AND NOT EXISTS (SELECT 1 FROM fix_runs WHERE state IN ('leased', 'fixing'))",
             vec![lease_id.into(), owner.into(), now_ms.into(), ttl_ms.into()],
         ),

@@ -10,9 +10,12 @@
 mod handover;
 mod tracker;
 
+use selfheal::signal::gate::{self, GateMode, GatePolicy};
+use selfheal::signal::step::{self, BucketRow, CandidateRow, ReleaseRow, ScriptRow};
 use selfheal::store::{
-    self, EventSample, IncidentRow, PRUNE_OCCURRENCES, SELECT_DEFERRED_DUE, SELECT_SAMPLES,
-    SELECT_TICKET_CANDIDATES, SELECT_UNQUEUED_TICKETS, SqlValue, utc_day,
+    self, EventSample, GatedIncidentRow, PRUNE_OCCURRENCES, SELECT_DEFERRED_DUE,
+    SELECT_EXTERNAL_TICKET_CANDIDATES, SELECT_GATED_TICKET_CANDIDATES, SELECT_SAMPLES,
+    SELECT_TICKET_CANDIDATES, SELECT_UNQUEUED_TICKETS, SqlValue, UPGRADE_EXTERNAL_TICKETS, utc_day,
 };
 use selfheal::ticket::{self, FixJob};
 use selfheal::workers::{self, DB_BINDING, GlueError, QUEUE_BINDING, sql_with};
@@ -32,6 +35,7 @@ const OCCURRENCE_RETENTION_MS: i64 = 7 * 86_400_000;
 /// What one run did (logged).
 #[derive(Debug, Default)]
 struct RunReport {
+    gate: Option<(usize, usize)>,
     tickets_opened: usize,
     jobs_sent: usize,
     jobs_resent: usize,
@@ -51,7 +55,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     match run(&env).await {
         Ok(r) => console_log!(
-            "selfheal cron: tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?} handed_over={:?}",
+            "selfheal cron: gate(decided, changed)={:?} tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?} handed_over={:?}",
+            r.gate,
             r.tickets_opened,
             r.jobs_sent,
             r.jobs_resent,
@@ -75,55 +80,30 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
     let now = workers::now_ms();
     let mut report = RunReport::default();
 
-    let candidates: Vec<IncidentRow> = workers::query(
-        &db,
-        &sql_with(SELECT_TICKET_CANDIDATES, vec![MAX_TICKETS_PER_RUN.into()]),
-    )
-    .await?;
-    if !candidates.is_empty() {
-        let fingerprints: Vec<&str> = candidates.iter().map(|c| c.fingerprint.as_str()).collect();
-        let fps_json =
-            serde_json::to_string(&fingerprints).map_err(|e| GlueError::Decode(e.to_string()))?;
-        let samples: Vec<EventSample> = workers::query(
-            &db,
-            &sql_with(
-                SELECT_SAMPLES,
-                vec![
-                    SqlValue::Text(fps_json),
-                    (ticket::MAX_SAMPLES as i64).into(),
-                ],
-            ),
-        )
-        .await?;
-
-        let mut stmts = Vec::with_capacity(candidates.len() * 2);
-        for inc in &candidates {
-            let title = ticket::title(inc);
-            let body = ticket::body(inc, &samples);
-            stmts.push(store::insert_ticket(
-                inc.id,
-                &inc.fingerprint,
-                &title,
-                &body,
-                now,
-            ));
-            stmts.push(store::link_ticket(inc.id, now));
-        }
-        let results = workers::batch(&db, &stmts).await?;
-        // Rows come back only for tickets this run created (INSERT … ON CONFLICT DO NOTHING RETURNING).
-        let mut jobs = Vec::new();
-        for (inc, result) in candidates.iter().zip(results.iter().step_by(2)) {
-            #[derive(Deserialize)]
-            struct Created {
-                id: i64,
-            }
-            for created in workers::rows::<Created>(result)? {
-                jobs.push(FixJob::new(inc.id, created.id, inc.fingerprint.clone()));
-            }
-        }
-        report.tickets_opened = jobs.len();
-        report.jobs_sent = send_jobs(&db, &queue, jobs, now).await?;
+    // Bad gate settings fail the run with a message naming the variable.
+    let policy = GatePolicy::from_vars(|name| workers::var(env, name))
+        .map_err(|e| GlueError::Config(e.to_string()))?;
+    if policy.mode != GateMode::Off {
+        report.gate = Some(gate_step(&db, &policy, now).await?);
     }
+
+    // Enforce: only what the gate decided `ticket`, most important first. Shadow and off: every
+    // open incident, as before the gate.
+    let (select, kind) = match policy.mode {
+        GateMode::Enforce => (SELECT_GATED_TICKET_CANDIDATES, "fix"),
+        GateMode::Shadow | GateMode::Off => (SELECT_TICKET_CANDIDATES, "fix"),
+    };
+    let mut jobs = open_tickets(&db, select, kind, now).await?;
+    if policy.mode == GateMode::Enforce && policy.external_tickets {
+        // Tickets for humans: never a job.
+        open_tickets(&db, SELECT_EXTERNAL_TICKET_CANDIDATES, "external", now).await?;
+    }
+    if policy.mode == GateMode::Enforce {
+        // An external ticket whose incident is now decided `ticket` gets its job (re-send path).
+        workers::batch(&db, &[sql_with(UPGRADE_EXTERNAL_TICKETS, vec![now.into()])]).await?;
+    }
+    report.tickets_opened = jobs.len();
+    report.jobs_sent = send_jobs(&db, &queue, std::mem::take(&mut jobs), now).await?;
 
     // Jobs that were never sent (crash after insert), deferred runs whose day has passed, and the
     // retention of occurrence keys: one round trip.
@@ -167,6 +147,105 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
         Err(e) => console_error!("selfheal cron: handover: {e}"),
     }
     Ok(report)
+}
+
+/// The gate's step: load the candidates and their context, decide, store every decision (the
+/// same statements `selfheal replay` runs). Returns (decided, changed).
+async fn gate_step(
+    db: &worker::D1Database,
+    policy: &GatePolicy,
+    now: i64,
+) -> Result<(usize, usize), GlueError> {
+    let candidates: Vec<CandidateRow> =
+        workers::query(db, &step::candidates_statement(now)).await?;
+    if candidates.is_empty() {
+        return Ok((0, 0));
+    }
+    let results = workers::batch(
+        db,
+        &step::context_statements(&candidates, now, policy.impact_window_ms),
+    )
+    .await?;
+    let get = |i: usize| {
+        results
+            .get(i)
+            .ok_or_else(|| GlueError::Decode("short batch".into()))
+    };
+    let samples: Vec<EventSample> = workers::rows(get(step::ctx::SAMPLES)?)?;
+    let occ: Vec<BucketRow> = workers::rows(get(step::ctx::OCCURRENCES)?)?;
+    let traffic: Vec<BucketRow> = workers::rows(get(step::ctx::TRAFFIC)?)?;
+    let scripts: Vec<ScriptRow> = workers::rows(get(step::ctx::SCRIPTS)?)?;
+    let releases: Vec<ReleaseRow> = workers::rows(get(step::ctx::RELEASES)?)?;
+    let (incidents, scripts) =
+        step::assemble(&candidates, &samples, &occ, &traffic, &scripts, &releases);
+    let decisions = gate::decide_all(&incidents, &scripts, policy, now);
+    let mut stmts = step::decision_statements(&decisions, policy.mode, now);
+    stmts.extend(step::prune_statements(now));
+    let written = workers::batch(db, &stmts).await?;
+    #[derive(Deserialize)]
+    struct Changed {
+        #[allow(dead_code)]
+        id: i64,
+    }
+    let changed = written
+        .iter()
+        .step_by(2)
+        .take(decisions.len())
+        .map(|r| workers::rows::<Changed>(r).map(|v| v.len()))
+        .sum::<Result<usize, _>>()?;
+    Ok((decisions.len(), changed))
+}
+
+/// Opens tickets of `kind` for the incidents `select` returns (one batch), and returns the fix
+/// jobs of the tickets this run created (none for `external` tickets).
+async fn open_tickets(
+    db: &worker::D1Database,
+    select: &'static str,
+    kind: &str,
+    now: i64,
+) -> Result<Vec<FixJob>, GlueError> {
+    let candidates: Vec<GatedIncidentRow> =
+        workers::query(db, &sql_with(select, vec![MAX_TICKETS_PER_RUN.into()])).await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fingerprints: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.incident.fingerprint.as_str())
+        .collect();
+    let fps_json =
+        serde_json::to_string(&fingerprints).map_err(|e| GlueError::Decode(e.to_string()))?;
+    let samples: Vec<EventSample> = workers::query(
+        db,
+        &sql_with(
+            SELECT_SAMPLES,
+            vec![
+                SqlValue::Text(fps_json),
+                (ticket::MAX_SAMPLES as i64).into(),
+            ],
+        ),
+    )
+    .await?;
+    let stmts = step::ticket_statements(&candidates, &samples, kind, now);
+    let results = workers::batch(db, &stmts).await?;
+    // Rows come back only for tickets this run created (INSERT … ON CONFLICT DO NOTHING RETURNING).
+    let mut jobs = Vec::new();
+    for (c, result) in candidates.iter().zip(results.iter().step_by(2)) {
+        #[derive(Deserialize)]
+        struct Created {
+            id: i64,
+        }
+        for created in workers::rows::<Created>(result)? {
+            if kind == "fix" {
+                jobs.push(FixJob::new(
+                    c.incident.id,
+                    created.id,
+                    c.incident.fingerprint.clone(),
+                ));
+            }
+        }
+    }
+    Ok(jobs)
 }
 
 /// Sends the jobs (one `sendBatch`), then records `queued_at` on their tickets.

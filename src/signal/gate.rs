@@ -205,7 +205,11 @@ impl GatePolicy {
     /// (absent or empty = the default). Errors name the variable and the value.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<GatePolicy, PolicyError> {
         let mut p = GatePolicy::default();
-        let val = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let val = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         fn num<T: std::str::FromStr>(
             name: &str,
             v: &str,
@@ -270,8 +274,12 @@ impl GatePolicy {
             )?;
         }
         if let Some(v) = val("SELFHEAL_GATE_REGRESSION_ALPHA") {
-            p.regression_alpha =
-                num("SELFHEAL_GATE_REGRESSION_ALPHA", &v, prob, "a number in (0, 1)")?;
+            p.regression_alpha = num(
+                "SELFHEAL_GATE_REGRESSION_ALPHA",
+                &v,
+                prob,
+                "a number in (0, 1)",
+            )?;
         }
         if let Some(v) = val("SELFHEAL_GATE_REGRESSION_MIN_RATIO") {
             p.regression_min_ratio = num(
@@ -675,8 +683,12 @@ fn sum(buckets: &[Bucket], from: i64, to: i64) -> u64 {
 /// Per-hour totals of buckets in `[from, to)`: hour start → count.
 fn hourly(buckets: &[Bucket], from: i64, to: i64) -> BTreeMap<i64, u64> {
     let mut out = BTreeMap::new();
-    for b in buckets.iter().filter(|b| b.start_ms >= from && b.start_ms < to) {
-        *out.entry(b.start_ms.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0) += b.count;
+    for b in buckets
+        .iter()
+        .filter(|b| b.start_ms >= from && b.start_ms < to)
+    {
+        *out.entry(b.start_ms.div_euclid(HOUR_MS) * HOUR_MS)
+            .or_insert(0) += b.count;
     }
     out
 }
@@ -858,8 +870,7 @@ fn regression(p: &Prepared<'_>, policy: &GatePolicy) -> Option<RegressionSignal>
         let x0 = occ.get(previous.0.as_str()).map_or(0, |v| v.0);
         let n0 = traffic.get(previous.0.as_str()).map_or(0, |v| v.0).max(x0);
         let p_value = rate_step_p_value(x1, n1 as f64, x0, n0 as f64);
-        let ratio = (x0 > 0 && n1 > 0)
-            .then(|| (x1 as f64 / n1 as f64) / (x0 as f64 / n0 as f64));
+        let ratio = (x0 > 0 && n1 > 0).then(|| (x1 as f64 / n1 as f64) / (x0 as f64 / n0 as f64));
         let fired = p_value <= policy.regression_alpha
             && x1 >= policy.min_occurrences
             && ratio.is_none_or(|r| r >= policy.regression_min_ratio);
@@ -885,8 +896,12 @@ fn impact(p: &Prepared<'_>, policy: &GatePolicy) -> ImpactSignal {
     let from = p.now - policy.impact_window_ms.max(BUCKET_MS);
     let occurrences = sum(&p.inc.occurrences, from, i64::MAX);
     let empty: &[Bucket] = &[];
-    let route_requests =
-        sum(p.route.map_or(empty, |r| r.buckets.as_slice()), from, i64::MAX).max(occurrences);
+    let route_requests = sum(
+        p.route.map_or(empty, |r| r.buckets.as_slice()),
+        from,
+        i64::MAX,
+    )
+    .max(occurrences);
     let script_requests = p
         .script
         .map_or(0, |s| s.requests_in_impact_window)
@@ -944,7 +959,10 @@ pub fn decide_all(
         .map(|(i, _)| i)
         .collect();
     let pvals: Vec<f64> = tested.iter().map(|&i| prepared[i].spike_p).collect();
-    for (&i, (sig, q)) in tested.iter().zip(benjamini_hochberg(&pvals, policy.spike_fdr)) {
+    for (&i, (sig, q)) in tested
+        .iter()
+        .zip(benjamini_hochberg(&pvals, policy.spike_fdr))
+    {
         let s = &mut prepared[i].spike;
         s.q_value = q;
         s.fired = sig && s.ratio >= policy.spike_min_ratio;
@@ -959,7 +977,10 @@ pub fn decide_all(
     for (i, p) in prepared.iter().enumerate() {
         let active = p.spike.fired || p.inc.first_seen_ms >= p.now - DAY_MS;
         if active {
-            onsets.entry(p.inc.script.as_str()).or_default().push((p.onset_ms, i));
+            onsets
+                .entry(p.inc.script.as_str())
+                .or_default()
+                .push((p.onset_ms, i));
         }
     }
     let mut cascades: Vec<Option<CascadeSignal>> = vec![None; prepared.len()];
@@ -977,7 +998,11 @@ pub fn decide_all(
                 .map(|&j| prepared[j].inc.route.as_str())
                 .collect();
             if members.len() >= policy.cascade_min_fingerprints && routes.len() >= 2 {
-                let start_ms = members.iter().map(|&j| prepared[j].onset_ms).min().unwrap_or(t);
+                let start_ms = members
+                    .iter()
+                    .map(|&j| prepared[j].onset_ms)
+                    .min()
+                    .unwrap_or(t);
                 let mut others: Vec<i64> = members
                     .iter()
                     .filter(|&&j| j != i)
@@ -991,8 +1016,7 @@ pub fn decide_all(
                     routes: routes.len(),
                     start_ms,
                     end_ms,
-                    outlived: prepared[i].inc.last_seen_ms
-                        > end_ms + policy.cascade_window_ms,
+                    outlived: prepared[i].inc.last_seen_ms > end_ms + policy.cascade_window_ms,
                 });
             }
         }
@@ -1128,8 +1152,8 @@ fn decide_one(p: &Prepared<'_>, cascade: Option<CascadeSignal>, policy: &GatePol
         reasons.extend(code_signals.iter().map(|s| format!("also_{s}")));
     }
 
-    let priority = impact.script_share.unwrap_or(0.0) * HOUR_MS as f64
-        / impact.window_ms.max(1) as f64;
+    let priority =
+        impact.script_share.unwrap_or(0.0) * HOUR_MS as f64 / impact.window_ms.max(1) as f64;
     Decision {
         incident_id: inc.incident_id,
         fingerprint: inc.fingerprint.clone(),
@@ -1161,7 +1185,13 @@ mod tests {
     /// Monday 2026-11-30 00:00 UTC.
     const MONDAY: i64 = 1_795_996_800_000;
 
-    fn hourly_traffic(route: &str, from: i64, to: i64, per_hour: u64, release: &str) -> RouteTraffic {
+    fn hourly_traffic(
+        route: &str,
+        from: i64,
+        to: i64,
+        per_hour: u64,
+        release: &str,
+    ) -> RouteTraffic {
         RouteTraffic {
             route: route.into(),
             buckets: (0..)
@@ -1210,7 +1240,12 @@ mod tests {
         fine(&mut inc.occurrences, from, to, per_bucket, release);
         let n: u64 = inc.occurrences.iter().map(|b| b.count).sum();
         inc.occurrence_count = n;
-        inc.first_seen_ms = inc.occurrences.iter().map(|b| b.start_ms).min().unwrap_or(from);
+        inc.first_seen_ms = inc
+            .occurrences
+            .iter()
+            .map(|b| b.start_ms)
+            .min()
+            .unwrap_or(from);
         inc.last_seen_ms = inc
             .occurrences
             .iter()
@@ -1311,7 +1346,9 @@ mod tests {
 
         // Surge: traffic x5 in the last 30 minutes, errors x5 with it: same rate, no spike.
         let mut surge_route = steady_route("/b");
-        surge_route.buckets.retain(|b| b.start_ms < NOW - 30 * 60_000);
+        surge_route
+            .buckets
+            .retain(|b| b.start_ms < NOW - 30 * 60_000);
         fine(&mut surge_route.buckets, NOW - 30 * 60_000, NOW, 500, "v1");
         let mut surging = background(2, 2);
         surging.route = "/b".into();
@@ -1323,7 +1360,11 @@ mod tests {
         let d = decide(&[surging], &[s2]);
         assert_eq!(d[0].decision, Verdict::Watch, "{:?}", d[0].signals.spike);
         assert!(!d[0].signals.spike.fired);
-        assert!(d[0].signals.spike.ratio < 3.0, "{}", d[0].signals.spike.ratio);
+        assert!(
+            d[0].signals.spike.ratio < 3.0,
+            "{}",
+            d[0].signals.spike.ratio
+        );
     }
 
     #[test]
@@ -1370,7 +1411,12 @@ mod tests {
         assert_eq!(d[0].decision, Verdict::Ticket);
         assert!(d[0].reasons.contains(&"impact".to_string()));
         assert!(d[0].signals.impact.route_share.expect("share") > 0.15);
-        assert!(d[0].priority > d[1].priority * 10.0, "{} vs {}", d[0].priority, d[1].priority);
+        assert!(
+            d[0].priority > d[1].priority * 10.0,
+            "{} vs {}",
+            d[0].priority,
+            d[1].priority
+        );
     }
 
     #[test]
@@ -1392,12 +1438,24 @@ mod tests {
             ("TypeError: fetch failed", Some("network")),
             ("Error: Network connection lost.", Some("network")),
             ("upstream responded 503", Some("upstream_5xx")),
-            ("geo service returned status 504 after retry", Some("upstream_5xx")),
+            (
+                "geo service returned status 504 after retry",
+                Some("upstream_5xx"),
+            ),
             ("502 Bad Gateway", Some("upstream_5xx")),
             ("The operation was aborted due to timeout", Some("timeout")),
-            ("D1_ERROR: D1 DB is overloaded. Requests queued for too long.", Some("platform")),
-            ("KV GET failed: 503 Service Unavailable", Some("upstream_5xx")),
-            ("Cannot read properties of undefined (reading 'results')", None),
+            (
+                "D1_ERROR: D1 DB is overloaded. Requests queued for too long.",
+                Some("platform"),
+            ),
+            (
+                "KV GET failed: 503 Service Unavailable",
+                Some("upstream_5xx"),
+            ),
+            (
+                "Cannot read properties of undefined (reading 'results')",
+                None,
+            ),
             ("invalid coupon code 503", None),
             ("HTTP 500 response", None),
         ] {
@@ -1409,7 +1467,11 @@ mod tests {
         (1..=6)
             .map(|i| {
                 let route = ["/a", "/b", "/c"][(i % 3) as usize];
-                let mut inc = incident(i, route, &format!("Cannot read properties of undefined (reading 'f{i}')"));
+                let mut inc = incident(
+                    i,
+                    route,
+                    &format!("Cannot read properties of undefined (reading 'f{i}')"),
+                );
                 occur(&mut inc, onset, until, 2, "v1");
                 inc
             })
@@ -1434,9 +1496,15 @@ mod tests {
         let mut s2 = s.clone();
         s2.releases.push(("v2".into(), NOW - 25 * 60_000));
         let d = decide(&incs, &[s2]);
-        assert!(d.iter().all(|x| x.signals.cause.release_aligned.as_deref() == Some("v2")));
+        assert!(
+            d.iter()
+                .all(|x| x.signals.cause.release_aligned.as_deref() == Some("v2"))
+        );
         // A bad deploy: tickets, up to the per-script hourly cap (5); the rest wait for it.
-        assert_eq!(d.iter().filter(|x| x.decision == Verdict::Ticket).count(), 5);
+        assert_eq!(
+            d.iter().filter(|x| x.decision == Verdict::Ticket).count(),
+            5
+        );
         assert!(d.iter().all(|x| x.decision != Verdict::External));
     }
 
@@ -1451,7 +1519,14 @@ mod tests {
         occur(&mut incs[0], NOW - 40 * 60_000, NOW, 2, "v1");
         let d = decide(&incs, &[s]);
         assert_eq!(d[0].decision, Verdict::Ticket, "{:?}", d[0].reasons);
-        assert!(d[0].signals.cause.cascade.as_ref().expect("cascade").outlived);
+        assert!(
+            d[0].signals
+                .cause
+                .cascade
+                .as_ref()
+                .expect("cascade")
+                .outlived
+        );
         assert!(d[1..].iter().all(|x| x.decision == Verdict::External));
     }
 
@@ -1462,8 +1537,15 @@ mod tests {
         occur(&mut inc, NOW - 10 * 60_000, NOW, 2, "");
         let d = decide(std::slice::from_ref(&inc), &[]);
         assert_eq!(d[0].decision, Verdict::Ticket);
-        assert_eq!(d[0].signals.impact.route_share, Some(1.0), "occurrences are their own floor");
-        assert!(!d[0].signals.impact.fired, "no counted traffic, no impact claim");
+        assert_eq!(
+            d[0].signals.impact.route_share,
+            Some(1.0),
+            "occurrences are their own floor"
+        );
+        assert!(
+            !d[0].signals.impact.fired,
+            "no counted traffic, no impact claim"
+        );
 
         // One request a day for two weeks, one error a day: no spike from two occurrences.
         let daily = RouteTraffic {
@@ -1525,7 +1607,10 @@ mod tests {
         assert_eq!(d[3].decision, Verdict::Suppressed);
         let tickets = d.iter().filter(|x| x.decision == Verdict::Ticket).count();
         assert_eq!(tickets, 2);
-        assert_eq!(d[0].reasons[0], "script_cap_hour", "the least important waits");
+        assert_eq!(
+            d[0].reasons[0], "script_cap_hour",
+            "the least important waits"
+        );
         policy.max_tickets_per_script_hour = 10;
         let mut s2 = s;
         s2.tickets_last_day = 20;
@@ -1544,8 +1629,8 @@ mod tests {
             ("SELFHEAL_GATE_SUPPRESS", "[\"(\"]"),
             ("SELFHEAL_GATE_NEW_WINDOW_HOURS", "soon"),
         ] {
-            let e = GatePolicy::from_vars(|n| (n == name).then(|| value.to_string()))
-                .expect_err(name);
+            let e =
+                GatePolicy::from_vars(|n| (n == name).then(|| value.to_string())).expect_err(name);
             assert!(e.0.contains(name), "{e}");
         }
         let p = GatePolicy::from_vars(|n| (n == "SELFHEAL_GATE_MODE").then(|| "shadow".into()))

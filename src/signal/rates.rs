@@ -219,20 +219,34 @@ mod tests {
             noise: 1,
             malformed: 0,
         };
-        agg.add(&[obs("/a", 1_000, false), obs("/a", 2_000, true)], &counts, 10_000);
+        agg.add(
+            &[obs("/a", 1_000, false), obs("/a", 2_000, true)],
+            &counts,
+            10_000,
+        );
         assert!(!agg.due(20_000, false, policy), "young healthy counts wait");
-        assert!(agg.due(20_000, true, policy), "a write that happens anyway takes them");
+        assert!(
+            agg.due(20_000, true, policy),
+            "a write that happens anyway takes them"
+        );
         assert!(agg.due(70_000, false, policy), "60 s old: due");
         let flushes = agg.take("f1");
         assert_eq!(flushes.len(), 1);
         let c = flushes[0].traffic[&("api".into(), "/a".into(), "v2".into(), 0)];
         assert_eq!((c.requests, c.errors), (2, 1));
-        assert_eq!(flushes[0].releases[&("api".into(), "v2".into())], (1_000, 2_000));
+        assert_eq!(
+            flushes[0].releases[&("api".into(), "v2".into())],
+            (1_000, 2_000)
+        );
         assert_eq!(flushes[0].batches, 1);
         assert!(!agg.due(80_000, false, policy));
         // The write failed: the same flush comes back with its id and the next attempt number.
         agg.failed(flushes);
-        agg.add(&[obs("/b", 400_000, false)], &BatchCounts::default(), 90_000);
+        agg.add(
+            &[obs("/b", 400_000, false)],
+            &BatchCounts::default(),
+            90_000,
+        );
         assert!(agg.due(90_000, false, policy), "a retry is due at once");
         let again = agg.take("f2");
         assert_eq!(again.len(), 2);

@@ -38,7 +38,9 @@ pub fn count_upper_tail(x: u64, mu: f64, phi: f64) -> f64 {
             .map(|d| d.sf(x - 1))
             .ok()
     };
-    tail.filter(|p| p.is_finite()).unwrap_or(1.0).clamp(0.0, 1.0)
+    tail.filter(|p| p.is_finite())
+        .unwrap_or(1.0)
+        .clamp(0.0, 1.0)
 }
 
 /// Quasi-Poisson dispersion of observed counts against their expectations:
@@ -103,7 +105,10 @@ mod tests {
         let poisson = count_upper_tail(12, 4.0, 1.0);
         let overdispersed = count_upper_tail(12, 4.0, 4.0);
         assert!(poisson < 0.001, "{poisson}");
-        assert!(overdispersed > poisson * 10.0, "{overdispersed} vs {poisson}");
+        assert!(
+            overdispersed > poisson * 10.0,
+            "{overdispersed} vs {poisson}"
+        );
     }
 
     #[test]

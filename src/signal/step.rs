@@ -14,7 +14,8 @@ use super::gate::{
     BUCKET_MS, Bucket, DAY_MS, Decision, GateMode, HOUR_MS, IncidentInput, RouteTraffic,
     ScriptInput, WEEK_MS,
 };
-use crate::store::{EventSample, SqlValue, Statement};
+use crate::store::{self, EventSample, GatedIncidentRow, SqlValue, Statement};
+use crate::ticket::{self, SignalNote};
 
 /// Incidents the gate considers per run (most recently active first).
 pub const MAX_GATE_CANDIDATES: i64 = 500;
@@ -66,7 +67,10 @@ ORDER BY last_seen DESC, id DESC LIMIT ?2";
 pub fn candidates_statement(now_ms: i64) -> Statement {
     Statement::new(
         SELECT_GATE_CANDIDATES,
-        vec![(now_ms - ACTIVE_WINDOW_MS).into(), MAX_GATE_CANDIDATES.into()],
+        vec![
+            (now_ms - ACTIVE_WINDOW_MS).into(),
+            MAX_GATE_CANDIDATES.into(),
+        ],
     )
 }
 
@@ -180,7 +184,10 @@ pub fn context_statements(
     let impact_from = (now_ms - impact_window_ms).div_euclid(BUCKET_MS) * BUCKET_MS;
     vec![
         Statement::new(SELECT_GATE_SAMPLES, vec![js(&fps), GATE_SAMPLES.into()]),
-        Statement::new(SELECT_OCC_BUCKETS, vec![js(&fps), fine.into(), since.into()]),
+        Statement::new(
+            SELECT_OCC_BUCKETS,
+            vec![js(&fps), fine.into(), since.into()],
+        ),
         Statement::new(
             SELECT_TRAFFIC_BUCKETS,
             vec![js(&pairs), fine.into(), since.into()],
@@ -234,7 +241,10 @@ pub fn assemble(
     let incidents = candidates
         .iter()
         .map(|c| {
-            let mine = by_fp.get(c.fingerprint.as_str()).cloned().unwrap_or_default();
+            let mine = by_fp
+                .get(c.fingerprint.as_str())
+                .cloned()
+                .unwrap_or_default();
             let mut texts = Vec::new();
             for s in &mine {
                 texts.push(s.message.clone());
@@ -354,10 +364,57 @@ pub fn prune_statements(now_ms: i64) -> Vec<Statement> {
     let fine = now_ms - 2 * DAY_MS;
     let coarse = now_ms - 35 * DAY_MS;
     vec![
-        Statement::new("DELETE FROM ops_traffic_5m WHERE bucket < ?1", vec![fine.into()]),
-        Statement::new("DELETE FROM ops_occ_5m WHERE bucket < ?1", vec![fine.into()]),
-        Statement::new("DELETE FROM ops_traffic_1h WHERE bucket < ?1", vec![coarse.into()]),
-        Statement::new("DELETE FROM ops_occ_1h WHERE bucket < ?1", vec![coarse.into()]),
-        Statement::new("DELETE FROM ops_traffic_flushes WHERE at < ?1", vec![fine.into()]),
+        Statement::new(
+            "DELETE FROM ops_traffic_5m WHERE bucket < ?1",
+            vec![fine.into()],
+        ),
+        Statement::new(
+            "DELETE FROM ops_occ_5m WHERE bucket < ?1",
+            vec![fine.into()],
+        ),
+        Statement::new(
+            "DELETE FROM ops_traffic_1h WHERE bucket < ?1",
+            vec![coarse.into()],
+        ),
+        Statement::new(
+            "DELETE FROM ops_occ_1h WHERE bucket < ?1",
+            vec![coarse.into()],
+        ),
+        Statement::new(
+            "DELETE FROM ops_traffic_flushes WHERE at < ?1",
+            vec![fine.into()],
+        ),
     ]
+}
+
+/// The statements that open tickets of `kind` (`fix` | `external`) for `candidates`, two per
+/// incident (insert, then link; the insert returns a row only when it created the ticket), with
+/// the gate's **Signal** section in the body when the incident has a stored decision.
+pub fn ticket_statements(
+    candidates: &[GatedIncidentRow],
+    samples: &[EventSample],
+    kind: &str,
+    now_ms: i64,
+) -> Vec<Statement> {
+    let mut out = Vec::with_capacity(candidates.len() * 2);
+    for c in candidates {
+        let inc = &c.incident;
+        let note = SignalNote::from_columns(
+            c.gate_decision.as_deref(),
+            c.gate_reasons.as_deref(),
+            c.gate_signals.as_deref(),
+        );
+        let title = ticket::title(inc);
+        let body = ticket::body_with_signal(inc, samples, note.as_ref());
+        out.push(store::insert_ticket_of_kind(
+            inc.id,
+            &inc.fingerprint,
+            &title,
+            &body,
+            now_ms,
+            kind,
+        ));
+        out.push(store::link_ticket(inc.id, now_ms));
+    }
+    out
 }
