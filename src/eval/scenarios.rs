@@ -36,7 +36,7 @@
 //! so a scenario's items are the same whether it runs alone (`only`) or with the others, and the
 //! same seed gives the same corpus byte for byte.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -429,6 +429,48 @@ impl Scenarios {
             buf: VecDeque::new(),
             plan: Vec::new(),
         }
+    }
+
+    /// Expected number of occurrences (the mean of the generator's draws, not a count) of bug
+    /// `bug` (a [`LabelledBug::bug`] id) between `from_ms` and `to_ms` (ms since the epoch), from
+    /// its rates and the traffic curve, integrated per minute; `None` for an unknown id. Tells
+    /// how much evidence a gate can have by a deadline.
+    pub fn expected_occurrences(&self, bug: &str, from_ms: i64, to_ms: i64) -> Option<f64> {
+        let rph = self.cfg.requests_per_hour;
+        let rph = if rph.is_finite() && rph > 0.0 {
+            rph
+        } else {
+            0.0
+        };
+        for s in &self.scripts {
+            let Some(b) = s.bugs.iter().find(|b| b.label.bug == bug) else {
+                continue;
+            };
+            let injected = b
+                .injected
+                .iter()
+                .filter(|&&t| t >= from_ms && t < to_ms)
+                .count() as f64;
+            let routes: BTreeSet<usize> = b.shapes.iter().map(|sh| sh.route).collect();
+            let mut sum = 0.0;
+            let mut t = from_ms;
+            while t < to_ms {
+                let step = (to_ms - t).min(MINUTE_MS);
+                let mid = t + step / 2;
+                for &r in &routes {
+                    let rate = s.route_rate(rph, r, mid);
+                    let p = match b.rate_at(mid) {
+                        None => 0.0,
+                        Some(Rate::Share(p)) => p,
+                        Some(Rate::PerHour(h)) => (h / rate.max(1e-9)).min(1.0),
+                    };
+                    sum += rate * p * step as f64 / HOUR_MS as f64;
+                }
+                t += step;
+            }
+            return Some(sum + injected);
+        }
+        None
     }
 
     /// Number of items [`Scenarios::invocations`] yields, counted from the plan alone (no JSON
@@ -1364,9 +1406,9 @@ fn build(name: &'static str, index: usize, cfg: &ScenarioConfig) -> Script {
         "release_rate_step" => {
             host = "search.example.com";
             routes = vec![
-                route_q("GET", "/search", "q={word}&page={small}", 45.0),
-                route_q("GET", "/suggest", "q={word}", 25.0),
-                route("GET", "/items/{int}", 20.0),
+                route_q("GET", "/search", "q={word}&page={small}", 55.0),
+                route_q("GET", "/suggest", "q={word}", 20.0),
+                route("GET", "/items/{int}", 15.0),
                 route("POST", "/events/click", 10.0),
             ];
             let onset = e + hm(14, 30);
@@ -1457,7 +1499,7 @@ fn build(name: &'static str, index: usize, cfg: &ScenarioConfig) -> Script {
                 throw(
                     5,
                     "Error",
-                    "D1_ERROR: D1 DB is overloaded. Requests queued for too long.",
+                    "D1_ERROR: Network connection lost.",
                     D1_STACK_UPDATE,
                 ),
             ];
@@ -1732,13 +1774,13 @@ fn build(name: &'static str, index: usize, cfg: &ScenarioConfig) -> Script {
             // escalating_no_release
             host = "catalog.example.com";
             routes = vec![
-                route("GET", "/catalog/{sku}", 40.0),
-                route_q("GET", "/catalog", "category={word}", 25.0),
-                route("GET", "/brands/{int}", 15.0),
-                route("POST", "/catalog/{sku}/reviews", 10.0),
+                route("GET", "/catalog/{sku}", 50.0),
+                route_q("GET", "/catalog", "category={word}", 20.0),
+                route("GET", "/brands/{int}", 12.0),
+                route("POST", "/catalog/{sku}/reviews", 8.0),
                 route("GET", "/health", 10.0),
             ];
-            let onset = e + hm(11, 15);
+            let onset = e + hm(14, 15);
             bugs.push(bug(
                 sn,
                 L {
@@ -1784,7 +1826,7 @@ fn build(name: &'static str, index: usize, cfg: &ScenarioConfig) -> Script {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::collections::{BTreeMap, HashMap};
 
     use super::*;
     use crate::config::PipelineConfig;
@@ -2185,6 +2227,138 @@ mod tests {
         assert!((share - 0.20).abs() < 0.01, "steady share {share}");
         let x = surge_traffic[1] / surge_traffic[0];
         assert!((x - 5.0).abs() < 0.5, "surge x{x}");
+    }
+
+    #[test]
+    fn healthy_traffic_is_noise() {
+        let sc = Scenarios::new(&ScenarioConfig::default());
+        let cfg = PipelineConfig::default();
+        let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+        for s in &sc.scripts {
+            let mut rng = stream(99, s.index, STREAM_RENDER);
+            for k in 0..400 {
+                let route = k % s.routes.len();
+                if s.routes[route].weight == 0.0 {
+                    continue;
+                }
+                let mut text = String::new();
+                render(
+                    s,
+                    &mut rng,
+                    sc.cfg.eval_start_ms(),
+                    Planned::Healthy { route },
+                    &mut text,
+                );
+                let t: TraceItem = serde_json::from_str(&text).expect("json");
+                match process_item(&t, &cfg, 0) {
+                    Verdict::Noise(r) => *reasons.entry(format!("{r:?}")).or_default() += 1,
+                    Verdict::Event(e) => panic!("healthy item became an event: {e:?}"),
+                }
+            }
+            if s.cron.is_some() {
+                let mut text = String::new();
+                render(
+                    s,
+                    &mut rng,
+                    sc.cfg.eval_start_ms(),
+                    Planned::Cron,
+                    &mut text,
+                );
+                let t: TraceItem = serde_json::from_str(&text).expect("json");
+                assert_eq!(t.event_kind(), "scheduled");
+                assert!(matches!(process_item(&t, &cfg, 0), Verdict::Noise(_)));
+            }
+        }
+        // Mostly healthy, some 4xx, a few disconnects.
+        assert!(
+            reasons["Healthy"] > 10 * reasons["ClientError"],
+            "{reasons:?}"
+        );
+        assert!(reasons["ClientError"] > 50, "{reasons:?}");
+    }
+
+    /// Every actionable bug leaves evidence before its deadline (in expectation), and the
+    /// expectation matches what the stream draws.
+    #[test]
+    fn expected_evidence_and_what_the_stream_draws() {
+        let sc = Scenarios::new(&ScenarioConfig::default());
+        for b in sc.bugs().iter().filter(|b| b.actionable) {
+            let d = b.deadline_ms.expect("actionable");
+            let n = sc
+                .expected_occurrences(&b.bug, b.onset_ms, d)
+                .expect("known bug");
+            assert!(n >= 3.5, "{}: {n:.1} expected by the deadline", b.bug);
+        }
+        assert_eq!(sc.expected_occurrences("nope", 0, 1), None);
+        assert_eq!(
+            sc.expected_occurrences("one_off/malformed_uri", sc.cfg.start_ms, sc.cfg.end_ms()),
+            Some(1.0)
+        );
+        // steady_high_impact over its eval day: the stream's count within 6% of the expectation.
+        let cfg = ScenarioConfig {
+            only: Some(vec!["steady_high_impact".into()]),
+            warmup_days: 0,
+            ..ScenarioConfig::default()
+        };
+        let one = Scenarios::new(&cfg);
+        let pcfg = PipelineConfig::default();
+        let drawn = one
+            .invocations()
+            .filter(|(_, j)| {
+                let batch = parse_batch(j).expect("array");
+                fingerprint(&batch.items[0].1, &pcfg).is_some()
+            })
+            .count() as f64;
+        let expected = one
+            .expected_occurrences("steady_high_impact/csv_bigint", cfg.start_ms, cfg.end_ms())
+            .expect("known");
+        assert!(
+            (drawn / expected - 1.0).abs() < 0.06,
+            "{drawn} vs {expected:.0}"
+        );
+    }
+
+    /// The table of the report: `cargo test --lib eval::scenarios::tests::corpus_table --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn corpus_table() {
+        let sc = Scenarios::new(&ScenarioConfig::default());
+        let cfg = PipelineConfig::default();
+        let e = sc.cfg.eval_start_ms();
+        for b in sc.bugs() {
+            let d = b.deadline_ms.unwrap_or(b.onset_ms + 15 * MINUTE_MS);
+            let x = |to| {
+                sc.expected_occurrences(&b.bug, b.onset_ms, to)
+                    .expect("known")
+            };
+            println!(
+                "{} | {} | onset +{}:{:02} | actionable {} | deadline +{} min | 15 min: {:.1} | by deadline: {:.1} | first hour: {:.1}",
+                b.bug,
+                b.script,
+                (b.onset_ms - e) / HOUR_MS,
+                (b.onset_ms - e) % HOUR_MS / MINUTE_MS,
+                b.actionable,
+                b.deadline_ms.map_or(0, |d| (d - b.onset_ms) / MINUTE_MS),
+                x(b.onset_ms + 15 * MINUTE_MS),
+                x(d),
+                x(b.onset_ms + HOUR_MS)
+            );
+            for s in &b.samples {
+                if let Verdict::Event(ev) = process_item(&item(s), &cfg, 0) {
+                    let c = &ev.components;
+                    println!(
+                        "    {} | {} | {}: {} | {} | {}",
+                        &ev.fingerprint[..8],
+                        c.route,
+                        c.exception_type,
+                        c.message,
+                        c.top_frame,
+                        c.status_class
+                    );
+                }
+            }
+        }
     }
 
     #[test]
