@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod grouping;
+pub mod scenarios;
 pub mod scrub;
 pub mod stacks;
 
