@@ -71,7 +71,7 @@ try {
   console.log(`Noise items dropped: ${summary.noise_items}; malformed items: ${summary.malformed_items}`);
   console.log(`API: curl -H 'authorization: Bearer selfheal-local-dev-token' ${stack.urls.runner}/api/summary`);
   console.log(
-    `summary: events=${summary.events} incidents=${summary.incidents} tickets=${summary.tickets} runs_ready=${summary.runs_ready} runs_deferred=${summary.runs_deferred}`,
+    `summary: events=${summary.events} incidents=${summary.incidents} tickets=${summary.tickets} runs_ready=${summary.runs_ready} runs_deferred=${summary.runs_deferred} held=${summary.incidents - summary.tickets}`,
   );
 } catch (e) {
   console.error(`npm start failed: ${e.message}\nlogs: ${stack.logs}`);

@@ -30,6 +30,7 @@ fn bind(params: &[SqlValue]) -> Vec<Sql> {
             SqlValue::Null => Sql::Null,
             SqlValue::Integer(i) => Sql::Integer(*i),
             SqlValue::Text(t) => Sql::Text(t.clone()),
+            SqlValue::Real(f) => Sql::Real(*f),
         })
         .collect()
 }
@@ -102,14 +103,23 @@ fn ingest(conn: &mut Connection, events: &[Event]) {
         events: events.len() as u64,
         ..Default::default()
     };
-    let stmts = store::ingest_statements(
-        events,
-        &counts,
+    let mut stmts = store::ingest_statements(events, 1, SamplePolicy { keep_first: 3 });
+    // Each invocation's delivery counts ride in its traffic flush (one per invocation here).
+    let mut agg = selfheal::signal::rates::TrafficAggregator::default();
+    agg.add(&[], &counts, 1);
+    stmts.extend(store::flush_statements(
+        &agg.take(&format!("f{}", stmts.len() + rand_id())),
         "2026-11-21",
         1,
-        SamplePolicy { keep_first: 3 },
-    );
+    ));
     batch(conn, &stmts);
+}
+
+/// A distinct flush id per call (the flush keys of one test database must not collide).
+fn rand_id() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed) * 1000
 }
 
 #[test]
@@ -561,4 +571,60 @@ fn one_lease_at_a_time_expiry_returns_the_run_and_failure_cools_down() {
         lease(&mut conn, "lease-e", 5_000).map(|r| r.run_id),
         Some(2)
     );
+}
+
+#[test]
+fn traffic_flushes_apply_once_and_occurrence_buckets_count_only_new_keys() {
+    use selfheal::event::Observation;
+    use selfheal::signal::rates::TrafficAggregator;
+    let mut conn = db();
+    let mut agg = TrafficAggregator::default();
+    let obs: Vec<Observation> = (0..4)
+        .map(|i| Observation {
+            script: "api".into(),
+            route: "/a".into(),
+            release: "v7".into(),
+            timestamp_ms: 600_000 + i,
+            error: i == 0,
+        })
+        .collect();
+    agg.add(
+        &obs,
+        &BatchCounts {
+            items: 4,
+            events: 1,
+            noise: 3,
+            malformed: 0,
+        },
+        1,
+    );
+    let flushes = agg.take("flush-1");
+    let stmts = store::flush_statements(&flushes, "2026-11-21", 1);
+    batch(&mut conn, &stmts);
+    // The write "failed" after committing: the retry (next attempt) must change nothing.
+    agg.failed(flushes);
+    let retry = agg.take("flush-2");
+    batch(&mut conn, &store::flush_statements(&retry, "2026-11-21", 2));
+    assert_eq!(scalar(&conn, "SELECT requests FROM ops_traffic_5m"), 4);
+    assert_eq!(scalar(&conn, "SELECT errors FROM ops_traffic_1h"), 1);
+    assert_eq!(scalar(&conn, "SELECT items FROM ops_ingest_stats"), 4);
+    assert_eq!(scalar(&conn, "SELECT writes FROM ops_ingest_stats"), 2);
+    assert_eq!(
+        scalar(
+            &conn,
+            "SELECT first_seen FROM ops_releases WHERE release = 'v7'"
+        ),
+        600_000
+    );
+
+    let events: Vec<Event> = (0..3).map(|i| event("/a", 300_000 * i + 7, "x")).collect();
+    ingest(&mut conn, &events);
+    ingest(&mut conn, &events); // redelivered
+    assert_eq!(scalar(&conn, "SELECT sum(n) FROM ops_occ_5m"), 3);
+    assert_eq!(
+        scalar(&conn, "SELECT count(*) FROM ops_occ_5m"),
+        3,
+        "three 5-minute buckets"
+    );
+    assert_eq!(scalar(&conn, "SELECT sum(n) FROM ops_occ_1h"), 3);
 }

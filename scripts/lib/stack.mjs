@@ -179,7 +179,17 @@ export async function startStack({
     for (const name of ["tail", "runner", "scheduled", "producer", ...Object.keys(extra)]) {
       const port = ports[name] ?? (await freePort());
       const inspector = await freePort();
-      const vars = { runner: runnerVars, tail: tailVars, scheduled: scheduledVars }[name] ?? {};
+      // Local defaults: the tail writes its traffic counts with every invocation (tests check exact
+      // counts at once; production aggregates for SELFHEAL_TRAFFIC_FLUSH_SECS), and the gate runs in
+      // shadow mode (it decides and records; tickets and jobs are as before), unless a caller says.
+      const defaults = {
+        tail: { SELFHEAL_TRAFFIC_FLUSH_SECS: "0" },
+        scheduled: { SELFHEAL_GATE_MODE: "shadow" },
+      };
+      const vars = {
+        ...(defaults[name] ?? {}),
+        ...({ runner: runnerVars, tail: tailVars, scheduled: scheduledVars }[name] ?? {}),
+      };
       const args = [
         WRANGLER, "dev", "-c", WORKERS[name]?.config ?? extra[name],
         "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspector),

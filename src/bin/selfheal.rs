@@ -18,10 +18,13 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use selfheal::config::PipelineConfig;
+use selfheal::eval::scenarios::{ScenarioConfig, Scenarios};
 use selfheal::eval::{Evaluation, data_dir};
 use selfheal::event::{Verdict, process_item};
 use selfheal::normalize::normalize_message;
 use selfheal::scrub::scrub_text;
+use selfheal::signal::gate::GatePolicy;
+use selfheal::signal::replay::{DecisionLine, Replay};
 use selfheal::trace::TraceItem;
 
 #[derive(Parser)]
@@ -77,7 +80,108 @@ enum Command {
         /// The corpora folder (default: $SELFHEAL_SHARED_DATA, else ../shared/data).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Also run the gate on the generated scenario corpus (needs no corpora folder).
+        #[arg(long)]
+        gate: bool,
+        /// Only the gate table.
+        #[arg(long)]
+        gate_only: bool,
+        /// Seed of the scenario corpus.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mean healthy requests per hour per scenario script.
+        #[arg(long)]
+        requests_per_hour: Option<f64>,
     },
+    /// Replay TraceItems through the tail pipeline and the cron's gate and ticketing on SQLite
+    /// (the real migrations, the Workers' statements), on the items' own clock: a cron run at every
+    /// 5-minute boundary.
+    ///
+    /// In: JSON Lines, one TraceItem or an array of TraceItems (one tail invocation) per line, in
+    /// time order. Out: one line per decision and change of decision, {"at": ms, "incident_id",
+    /// "fingerprint", "decision": "ticket|watch|external|suppressed", "reasons": [...], "signals":
+    /// {new, spike, regression, impact, cause}, "components": {script, route, exception_type,
+    /// message, top_frame, status_class}}, then {"summary": {...}}. Gate settings: the --gate-*
+    /// flags, each named after its SELFHEAL_GATE_* variable (also read from the environment).
+    Replay {
+        /// SQLite file to write (kept for inspection); default: in memory.
+        #[arg(long, default_value = ":memory:")]
+        db: String,
+        /// Script name for items whose scriptName is null (as SELFHEAL_SCRIPT_NAME).
+        #[arg(long)]
+        script_name: Option<String>,
+        /// Comma-separated exception names to ignore (as SELFHEAL_IGNORE_EXCEPTIONS).
+        #[arg(long)]
+        ignore_exceptions: Option<String>,
+        /// JSON array of message regexes to ignore (as SELFHEAL_IGNORE_MESSAGES).
+        #[arg(long)]
+        ignore_messages: Option<String>,
+        #[command(flatten)]
+        gate: GateFlags,
+    },
+    /// Write the gate's scenario corpus as JSON Lines (one tail invocation per line, time order),
+    /// for `selfheal replay`; the labels go to stderr as JSON lines.
+    Scenarios {
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mean healthy requests per hour per scenario script.
+        #[arg(long)]
+        requests_per_hour: Option<f64>,
+        /// Warm-up days before the evaluated day.
+        #[arg(long)]
+        warmup_days: Option<u32>,
+    },
+}
+
+/// One `--gate-…` flag per [`selfheal::signal::gate::POLICY_VARS`] entry
+/// (`SELFHEAL_GATE_MIN_OCCURRENCES` → `--gate-min-occurrences`), each also read from its variable.
+struct GateFlags {
+    values: std::collections::BTreeMap<&'static str, String>,
+}
+
+fn flag_of(var: &'static str) -> String {
+    format!(
+        "gate-{}",
+        var.trim_start_matches("SELFHEAL_GATE_")
+            .to_ascii_lowercase()
+            .replace('_', "-")
+    )
+}
+
+impl clap::FromArgMatches for GateFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut values = std::collections::BTreeMap::new();
+        for var in selfheal::signal::gate::POLICY_VARS {
+            if let Some(v) = m.get_one::<String>(&flag_of(var)) {
+                values.insert(*var, v.clone());
+            }
+        }
+        Ok(GateFlags { values })
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for GateFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for var in selfheal::signal::gate::POLICY_VARS {
+            let name: &'static str = Box::leak(flag_of(var).into_boxed_str());
+            cmd = cmd.arg(
+                clap::Arg::new(name)
+                    .long(name)
+                    .env(*var)
+                    .value_name("VALUE")
+                    .help(format!("as {var} (see the README's gate settings)")),
+            );
+        }
+        cmd
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 #[derive(clap::Args)]
@@ -267,7 +371,71 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
         }
         Command::Fix(args) => return fix(*args),
-        Command::Eval { json, data } => {
+        Command::Replay {
+            db,
+            script_name,
+            ignore_exceptions,
+            ignore_messages,
+            gate,
+        } => {
+            let cfg = PipelineConfig::from_vars(
+                script_name.as_deref(),
+                ignore_exceptions.as_deref(),
+                ignore_messages.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            let policy = GatePolicy::from_vars(|name| gate.values.get(name).cloned())
+                .map_err(|e| e.to_string())?;
+            return replay(cfg, policy, &db);
+        }
+        Command::Scenarios {
+            seed,
+            requests_per_hour,
+            warmup_days,
+        } => {
+            let mut cfg = ScenarioConfig {
+                seed,
+                ..ScenarioConfig::default()
+            };
+            if let Some(r) = requests_per_hour {
+                cfg.requests_per_hour = r;
+            }
+            if let Some(w) = warmup_days {
+                cfg.warmup_days = w;
+            }
+            let sc = Scenarios::new(&cfg);
+            for b in sc.bugs() {
+                eprintln!(
+                    "{}",
+                    json!({"scenario": b.scenario, "bug": b.bug, "script": b.script, "actionable": b.actionable,
+                           "onset_ms": b.onset_ms, "deadline_ms": b.deadline_ms, "why": b.why})
+                );
+            }
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            for (_, line) in sc.invocations() {
+                writeln!(out, "{line}").map_err(io)?;
+            }
+            out.flush().map_err(io)?;
+        }
+        Command::Eval {
+            gate_only: true,
+            json,
+            seed,
+            requests_per_hour,
+            ..
+        } => return eval_gate(json, seed, requests_per_hour),
+        Command::Eval {
+            json,
+            data,
+            gate,
+            seed,
+            requests_per_hour,
+            ..
+        } => {
+            if gate {
+                eval_gate(json, seed, requests_per_hour)?;
+            }
             let Some(dir) = data_dir(data.as_deref()) else {
                 eprintln!(
                     "selfheal eval: SKIPPED: no corpora folder (give --data DIR, set SELFHEAL_SHARED_DATA, or put ../shared/data beside the repository)"
@@ -291,6 +459,64 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_gate(json: bool, seed: u64, requests_per_hour: Option<f64>) -> Result<ExitCode, String> {
+    let mut cfg = ScenarioConfig {
+        seed,
+        ..ScenarioConfig::default()
+    };
+    if let Some(r) = requests_per_hour {
+        cfg.requests_per_hour = r;
+    }
+    let e = selfheal::eval::gate::evaluate(&cfg, &GatePolicy::default())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&e).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", selfheal::eval::gate::render(&e));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(cfg: PipelineConfig, policy: GatePolicy, db: &str) -> Result<ExitCode, String> {
+    let io = |e: std::io::Error| format!("I/O error: {e}");
+    let mut r = Replay::new(cfg, policy, db).map_err(|e| e.to_string())?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut failed: Option<std::io::Error> = None;
+    let mut emit = |d: DecisionLine| {
+        if failed.is_none()
+            && let Err(e) = serde_json::to_writer(&mut out, &d)
+                .map_err(std::io::Error::other)
+                .and_then(|_| out.write_all(b"\n"))
+        {
+            failed = Some(e);
+        }
+    };
+    let started = std::time::Instant::now();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(io)?;
+        r.feed(&line, &mut emit).map_err(|e| e.to_string())?;
+    }
+    let summary = r.finish(&mut emit).map_err(|e| e.to_string())?;
+    if let Some(e) = failed {
+        return Err(io(e));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut doc = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("seconds".into(), json!(secs));
+        o.insert(
+            "items_per_second".into(),
+            json!(summary.items as f64 / secs.max(1e-9)),
+        );
+    }
+    writeln!(out, "{}", json!({ "summary": doc })).map_err(io)?;
+    out.flush().map_err(io)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+pub mod gate;
 pub mod grouping;
 pub mod scenarios;
 pub mod scrub;

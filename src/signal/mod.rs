@@ -5,8 +5,11 @@
 //! - [`stats`]: the tests it rests on.
 //! - [`step`]: the cron's gate step as SQL and assembly, shared by the cron Worker and `selfheal
 //!   replay`.
+//! - `replay` (native): recorded TraceItems through the pipeline and the cron on SQLite.
 
 pub mod gate;
 pub mod rates;
+#[cfg(feature = "cli")]
+pub mod replay;
 pub mod stats;
 pub mod step;

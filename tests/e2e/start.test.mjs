@@ -22,10 +22,12 @@ test("npm start -- --once prints the loop's summary", { timeout: 240_000 }, asyn
     child.on("close", (code) => (code === 0 ? ok(text) : fail(new Error(`exit ${code}:\n${text}`))));
   });
   const last = out.trim().split("\n").at(-1);
-  const m = last.match(/^summary: events=(\d+) incidents=(\d+) tickets=(\d+) runs_ready=(\d+) runs_deferred=(\d+)$/);
+  const m = last.match(/^summary: events=(\d+) incidents=(\d+) tickets=(\d+) runs_ready=(\d+) runs_deferred=(\d+) held=(\d+)$/);
   assert.ok(m, `last line is not the summary: ${last}`);
-  const [events, incidents, tickets, ready, deferred] = m.slice(1).map(Number);
+  const [events, incidents, tickets, ready, deferred, held] = m.slice(1).map(Number);
   assert.equal(incidents, BUG_ROUTES.length);
+  assert.equal(tickets + held, incidents);
+  // The demo runs the gate in shadow mode: it decides and records, tickets are as before.
   assert.equal(tickets, incidents);
   assert.equal(ready, 3);
   assert.equal(deferred, incidents - 3);
