@@ -54,6 +54,9 @@ pub const DAY_MS: i64 = 24 * HOUR_MS;
 pub const WEEK_MS: i64 = 7 * DAY_MS;
 /// Width of the fine buckets, ms (5 minutes).
 pub const BUCKET_MS: i64 = 300_000;
+/// Cron runs in a day (one every [`BUCKET_MS`]): the spike tests' false-discovery budget is spent
+/// over them.
+pub const RUNS_PER_DAY: f64 = (DAY_MS / BUCKET_MS) as f64;
 /// History an incident needs before the window for the spike test, ms (a day).
 pub const MIN_BASELINE_MS: i64 = DAY_MS;
 
@@ -106,8 +109,10 @@ pub struct GatePolicy {
     pub learning_ms: i64,
     /// `SELFHEAL_GATE_SPIKE_WINDOW_MINUTES`: the recent window of the spike test (30 min).
     pub spike_window_ms: i64,
-    /// `SELFHEAL_GATE_SPIKE_FDR`: false-discovery rate of the spike tests of one run (0.001:
-    /// every incident is tested again every 5 minutes, so a looser rate sends fluctuations).
+    /// `SELFHEAL_GATE_SPIKE_FDR`: false-discovery rate of the spike tests over a **day** of runs
+    /// (0.01). Every incident is tested again every 5 minutes, so each run tests at this rate ÷
+    /// [`RUNS_PER_DAY`] (Benjamini–Hochberg across the run's fingerprints, Bonferroni across the
+    /// day's runs): a 4-error burst on a quiet incident (p = 0.0005) is no spike.
     pub spike_fdr: f64,
     /// `SELFHEAL_GATE_SPIKE_MIN_RATIO`: the recent rate must be at least this multiple of the
     /// baseline rate (3).
@@ -151,7 +156,7 @@ impl Default for GatePolicy {
             new_window_ms: DAY_MS,
             learning_ms: DAY_MS,
             spike_window_ms: 30 * 60_000,
-            spike_fdr: 0.001,
+            spike_fdr: 0.01,
             spike_min_ratio: 3.0,
             regression_alpha: 0.001,
             regression_min_ratio: 3.0,
@@ -962,7 +967,7 @@ pub fn decide_all(
     let pvals: Vec<f64> = tested.iter().map(|&i| prepared[i].spike_p).collect();
     for (&i, (sig, q)) in tested
         .iter()
-        .zip(benjamini_hochberg(&pvals, policy.spike_fdr))
+        .zip(benjamini_hochberg(&pvals, policy.spike_fdr / RUNS_PER_DAY))
     {
         let s = &mut prepared[i].spike;
         s.q_value = q;

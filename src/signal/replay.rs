@@ -3,8 +3,8 @@
 //! items' own clock (a cron run at every 5-minute boundary of that clock).
 //!
 //! In: JSON Lines, one TraceItem or an array of them (one tail invocation) per line, in time
-//! order. Out: one [`DecisionLine`] per decision that differs from the incident's previous one
-//! (the first decision counts), then a [`ReplaySummary`].
+//! order. Out: one [`DecisionLine`] per decision whose verdict or reasons differ from the
+//! incident's previous one (the first decision counts), then a [`ReplaySummary`].
 
 use std::collections::BTreeMap;
 
@@ -215,15 +215,9 @@ impl Replay {
                 if self.last.get(&d.incident_id) == Some(&key) {
                     continue;
                 }
-                let changed = self
-                    .last
-                    .get(&d.incident_id)
-                    .is_none_or(|k| k.0 != d.decision);
                 self.last.insert(d.incident_id, key);
-                if changed {
-                    self.summary.decision_changes += 1;
-                    out(line_of(now, d, &inc));
-                }
+                self.summary.decision_changes += 1;
+                out(line_of(now, d, &inc));
             }
         }
         let select = match self.policy.mode {
