@@ -2,11 +2,12 @@
 // scripted mix of requests, fires the cron, waits for the queue, prints what the loop produced.
 // Keeps the stack up until Ctrl-C; `npm start -- --once` exits after the summary.
 //
-// The demo runs with a daily cap of 3 (SELFHEAL_DEMO_CAP) so the cap's effect is visible: five bugs,
-// five tickets, three runs ready and two deferred to the next UTC day.
+// The demo runs the gate in enforce mode (SELFHEAL_GATE_MODE to change it) and a daily cap of 3
+// (SELFHEAL_DEMO_CAP) so both are visible: five incidents, the payment-upstream failure held as
+// `external`, four tickets, three runs ready and one deferred to the next UTC day.
 
 import { join } from "node:path";
-import { ROOT, ingestedItems, sleep, startStack, until } from "./lib/stack.mjs";
+import { ROOT, d1, ingestedItems, sleep, startStack, until } from "./lib/stack.mjs";
 import { drive, plan } from "./lib/demo.mjs";
 
 const once = process.argv.includes("--once");
@@ -17,7 +18,12 @@ const t0 = Date.now();
 const say = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
 
 say(`starting the stack (state in ${stateDir}, daily cap ${cap})`);
-const stack = await startStack({ stateDir, runnerVars: { SELFHEAL_DAILY_CAP: cap } });
+const gateMode = process.env.SELFHEAL_GATE_MODE ?? "enforce";
+const stack = await startStack({
+  stateDir,
+  runnerVars: { SELFHEAL_DAILY_CAP: cap },
+  scheduledVars: { SELFHEAL_GATE_MODE: gateMode },
+});
 let stopping = false;
 const shutdown = async (code) => {
   if (stopping) return;
@@ -60,6 +66,8 @@ try {
     console.log(`      message=${i.normalized_message}`);
     console.log(`      top frame=${i.top_frame || "(none)"}`);
   }
+  console.log(`\nGate decisions (${gateMode} mode; ticket = worth an agent, external = not this code):`);
+  for (const d of await gateDecisions(stateDir, incidents)) console.log(`  #${d.id} ${d.decision}: ${d.reasons}  (${d.route})`);
   console.log("\nTickets (built-in tracker):");
   for (const t of ticketRows) console.log(`  #${t.id} incident ${t.incident_id}: ${t.title}`);
   console.log("\nFix runs:");
@@ -83,4 +91,15 @@ if (once) {
 } else {
   say("the stack stays up; Ctrl-C stops it");
   for (;;) await sleep(60_000);
+}
+
+/** Each incident's current gate decision and reasons, read from D1 (the gate's own record). */
+async function gateDecisions(stateDir, incidents) {
+  const rows = await d1(stateDir, "SELECT id, gate_decision, gate_reasons FROM ops_incidents ORDER BY id");
+  return rows.map((r) => ({
+    id: r.id,
+    decision: r.gate_decision ?? "(none)",
+    reasons: (JSON.parse(r.gate_reasons ?? "[]") || []).join(", "),
+    route: incidents.find((i) => i.id === r.id)?.route_pattern ?? "",
+  }));
 }

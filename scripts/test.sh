@@ -19,6 +19,8 @@ cargo test --workspace
 echo "== corpus suites again, with their tables (they print SKIPPED when ../shared/data is absent)"
 [ -d "$SELFHEAL_ROOT/../shared/data" ] || echo "corpus suites: SKIPPED (no ../shared/data beside the repository)"
 cargo test --quiet --test scrub_corpus --test stack_corpus --test grouping_corpus -- --nocapture
+echo "== the gate on the scenario corpus (release build: a full replay takes a minute)"
+cargo test --release --test gate_scenarios -- --nocapture
 echo "== build the Workers (wasm)"
 bash "$here/build-all.sh"
 echo "== end-to-end tests (workerd, local D1 and Queue)"

@@ -142,7 +142,14 @@ pub fn signal_section(note: &SignalNote) -> String {
             ""
         }
     ));
-    md.push_str(&format!(
+    if !s.spike.tested {
+        md.push_str(&format!(
+            "| spike | not tested: less than a day of history ({} in the last {} min) |\n",
+            s.spike.observed,
+            s.spike.window_ms / 60_000
+        ));
+    } else {
+        md.push_str(&format!(
         "| spike | {} in the last {} min against {:.2} expected (baseline {:.4}% of requests, ratio {:.1}, dispersion {:.1}, p = {:.2e}, q = {:.2e}) |\n",
         s.spike.observed,
         s.spike.window_ms / 60_000,
@@ -153,6 +160,7 @@ pub fn signal_section(note: &SignalNote) -> String {
         s.spike.p_value,
         s.spike.q_value
     ));
+    }
     match &s.regression {
         Some(r) => md.push_str(&format!(
             "| release | {} on {} ({} in {} requests) against {} ({} in {}), p = {:.2e} |\n",

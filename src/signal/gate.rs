@@ -508,6 +508,9 @@ pub struct SpikeSignal {
     pub q_value: f64,
     /// Hours of baseline history used.
     pub baseline_hours: u64,
+    /// Whether the incident had the day of history the test needs ([`MIN_BASELINE_MS`]).
+    #[serde(default)]
+    pub tested: bool,
     /// The signal fired.
     pub fired: bool,
 }
@@ -714,8 +717,10 @@ struct Prepared<'a> {
     inc: &'a IncidentInput,
     script: Option<&'a ScriptInput>,
     route: Option<&'a RouteTraffic>,
-    /// The run's clock, aligned down to a fine bucket so windows cover whole buckets.
+    /// The end of the run's windows: the run's clock aligned up to a bucket boundary.
     now: i64,
+    /// The run's clock, ms.
+    now_ms: i64,
     spike_p: f64,
     spike: SpikeSignal,
     regression: Option<RegressionSignal>,
@@ -795,6 +800,7 @@ fn prepare<'a>(
         p_value,
         q_value: 1.0,
         baseline_hours: req_h.range(trailing_from..).count() as u64,
+        tested: testable,
         fired: false,
     };
     let mut p = Prepared {
@@ -802,6 +808,7 @@ fn prepare<'a>(
         script,
         route,
         now,
+        now_ms,
         spike_p: p_value,
         spike,
         regression: None,
@@ -981,8 +988,11 @@ pub fn decide_all(
     // Cascades: per script, incidents whose onset is recent (within a day), clustered by onset.
     let mut onsets: BTreeMap<&str, Vec<(i64, usize)>> = BTreeMap::new();
     for (i, p) in prepared.iter().enumerate() {
+        // A cascade is fingerprints *rising* together: one first seen in the learning period was
+        // there when selfheal started watching (a fresh install sees all its old errors at once),
+        // so it has not risen.
         let active = p.spike.fired || p.inc.first_seen_ms >= p.now - DAY_MS;
-        if active {
+        if active && !pre_existing(p, policy) {
             onsets
                 .entry(p.inc.script.as_str())
                 .or_default()
@@ -1071,13 +1081,17 @@ pub fn decide_all(
     decisions
 }
 
+/// First seen within the learning period of the script's first counted traffic.
+fn pre_existing(p: &Prepared<'_>, policy: &GatePolicy) -> bool {
+    p.script
+        .and_then(|s| s.first_traffic_ms)
+        .is_some_and(|t| p.inc.first_seen_ms < t + policy.learning_ms)
+}
+
 fn decide_one(p: &Prepared<'_>, cascade: Option<CascadeSignal>, policy: &GatePolicy) -> Decision {
     let inc = p.inc;
-    let age_ms = p.now - inc.first_seen_ms;
-    let pre_existing = p
-        .script
-        .and_then(|s| s.first_traffic_ms)
-        .is_some_and(|t| inc.first_seen_ms < t + policy.learning_ms);
+    let age_ms = (p.now_ms - inc.first_seen_ms).max(0);
+    let pre_existing = pre_existing(p, policy);
     let evidence_met = inc.occurrence_count >= policy.min_occurrences;
     let recent = age_ms <= policy.new_window_ms;
     let new = NewSignal {
@@ -1516,6 +1530,27 @@ mod tests {
             5
         );
         assert!(d.iter().all(|x| x.decision != Verdict::External));
+    }
+
+    #[test]
+    fn errors_seen_at_once_on_a_fresh_install_are_no_cascade() {
+        // The script's traffic was first counted 20 minutes ago, with six failures from the start:
+        // nothing rose, so each is judged on its own (impact: 2 of 100 requests per bucket).
+        let s = script(
+            vec![steady_route("/a"), steady_route("/b"), steady_route("/c")],
+            NOW - 20 * 60_000,
+        );
+        let incs = cascade_members(NOW - 20 * 60_000, NOW);
+        let d = decide(&incs, &[s]);
+        for x in &d {
+            assert!(x.signals.cause.cascade.is_none(), "{:?}", x.signals.cause);
+            assert!(x.signals.new.pre_existing);
+            assert_eq!(
+                x.decision,
+                Verdict::Watch,
+                "2% of requests is below the impact share"
+            );
+        }
     }
 
     #[test]

@@ -9,13 +9,12 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::gate::{self, BUCKET_MS, Decision, GateMode, GatePolicy, IncidentInput, Verdict};
 use super::rates::TrafficAggregator;
 use super::step::{self, BucketRow, CandidateRow, ReleaseRow, ScriptRow};
 use crate::config::PipelineConfig;
-use crate::event::{BatchCounts, process_batch_observed};
+use crate::event::process_batch_observed;
 use crate::sqlite::{Db, DbError, decode};
 use crate::store::{
     self, EventSample, GatedIncidentRow, SELECT_EXTERNAL_TICKET_CANDIDATES,
@@ -131,28 +130,31 @@ impl Replay {
             return Ok(());
         }
         self.summary.lines += 1;
-        let batch = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Array(a)) => Value::Array(a),
-            Ok(v @ Value::Object(_)) => Value::Array(vec![v]),
-            _ => {
-                self.summary.bad_lines += 1;
-                return Ok(());
-            }
+        // One parse: an object line is one item; the pipeline reads the array as the tail does.
+        let wrapped;
+        let text = if line.starts_with('{') {
+            wrapped = format!("[{line}]");
+            wrapped.as_str()
+        } else {
+            line
         };
-        let clock = batch
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.get("eventTimestamp").and_then(Value::as_f64))
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .map(|t| t as i64)
-            .max();
-        // A line without timestamps happens at the clock of the line before.
-        let now = clock.unwrap_or(self.summary.clock.1);
+        let Ok((events, counts, observed)) =
+            process_batch_observed(text, &self.pipeline, self.summary.clock.1)
+        else {
+            self.summary.bad_lines += 1;
+            return Ok(());
+        };
+        // The line's time: its latest item; a line without timestamps is at the clock before it.
+        let now = observed
+            .iter()
+            .map(|o| o.timestamp_ms)
+            .chain(events.iter().map(|e| e.timestamp_ms))
+            .max()
+            .unwrap_or(self.summary.clock.1);
         if self.summary.clock.0 == 0 {
             self.summary.clock.0 = now;
         }
-        // Cron runs due before this line's time.
+        // Cron runs due before this line's time see only what came before it.
         let next = *self
             .next_cron
             .get_or_insert((now.div_euclid(BUCKET_MS) + 1) * BUCKET_MS);
@@ -165,10 +167,6 @@ impl Replay {
             self.next_cron = Some(t);
         }
         self.summary.clock.1 = self.summary.clock.1.max(now);
-
-        let text = batch.to_string();
-        let (events, counts, observed) = process_batch_observed(&text, &self.pipeline, now)
-            .unwrap_or_else(|_| (Vec::new(), BatchCounts::default(), Vec::new()));
         self.summary.items += counts.items;
         self.summary.events += counts.events;
         self.summary.malformed += counts.malformed;

@@ -1,5 +1,6 @@
 // The README's main command, as a newcomer runs it: `npm start -- --once` must print the summary
-// with every bug as an incident, one ticket per incident and the runs split by the demo's cap (3).
+// with every bug as an incident, the gate's decisions (one external, four tickets) and the runs split
+// by the demo's cap (3).
 // Workers are already built by npm test; start.mjs is run directly (setup and build are covered there).
 
 import { test } from "node:test";
@@ -27,10 +28,13 @@ test("npm start -- --once prints the loop's summary", { timeout: 240_000 }, asyn
   const [events, incidents, tickets, ready, deferred, held] = m.slice(1).map(Number);
   assert.equal(incidents, BUG_ROUTES.length);
   assert.equal(tickets + held, incidents);
-  // The demo runs the gate in shadow mode: it decides and records, tickets are as before.
-  assert.equal(tickets, incidents);
+  // The demo runs the gate in enforce mode: the payment upstream's failure is external (held, no
+  // fix job); the four bugs in the code are ticketed, three within the demo's daily cap of 3.
+  assert.equal(held, 1);
+  assert.match(out, /#\d+ external: external_kind.*\(\/checkout\/:id\)/);
+  assert.equal((out.match(/#\d+ ticket: /g) ?? []).length, 4, out);
   assert.equal(ready, 3);
-  assert.equal(deferred, incidents - 3);
+  assert.equal(deferred, tickets - 3);
   assert.equal(events, 160);
   for (const s of Object.values(SECRETS)) assert.ok(!out.includes(s), `summary printed a secret: ${s}`);
 });
