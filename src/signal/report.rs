@@ -460,8 +460,9 @@ pub fn render(r: &GateReport) -> String {
     let t = &r.time_to_ticket;
     match (t.median_ms, t.max_ms) {
         (Some(med), Some(max)) => out.push_str(&format!(
-            "time to ticket (first occurrence -> first ticket decision, {} incidents): median {}, max {}\n",
+            "time to ticket (first occurrence -> first ticket decision, {} incident{}): median {}, max {}\n",
             t.count,
+            if t.count == 1 { "" } else { "s" },
             human_ms(med),
             human_ms(max)
         )),
