@@ -12,6 +12,15 @@
 //!   outcome: "pr_opened" | "failed", pr_url?, reason?, diagnosis?, evidence?}`); 409 when the
 //!   lease is no longer held. A failed result puts the incident on a cool-down
 //!   (`SELFHEAL_COOLDOWN_HOURS`, default 24).
+//! - The gate ([`crate::signal::report`]): `GET /api/incidents` lists each incident with its
+//!   `gate_decision`, `gate_reasons` (array of reason codes), `gate_priority`, `gate_at`, `label`
+//!   and `label_at` (`null` until decided / labelled); `GET /api/incidents/{id}/decisions` →
+//!   `{incident_id, gate_decision, label, decisions: [{id, at, mode, decision, reasons, signals,
+//!   priority}]}` (every change of decision, oldest first; 404 for an unknown incident);
+//!   `POST /api/incidents/{id}/label` with `{"label": "actionable" | "not_actionable"}` → 200
+//!   `{incident_id, label, label_at}` (400 with `{error}` for a bad body or label, 404 for an
+//!   unknown incident, 413 past 16 KiB; nothing is stored on an error); `GET /api/gate/report` →
+//!   the [`crate::signal::report::GateReport`] over the labelled incidents.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,6 +28,10 @@ use worker::{
     Context, Env, MessageBatch, MessageExt, Request, Response, console_error, console_log, event,
 };
 
+use crate::signal::report::{
+    self, DecisionCountRow, DecisionRow, DecisionView, GatedIncidentListRow, IncidentView,
+    LIST_INCIDENTS_GATED, LabelledRow,
+};
 use crate::store::{
     self, BudgetRow, CLAIM_INSERT_INDEX, CLAIM_READBACK_INDEX, FixRunRow, IncidentRow,
     LIST_INCIDENTS, LIST_INGEST_STATS, LIST_RUNS, LIST_TICKETS, SELECT_BUDGET, SELECT_JOB_SOURCE,
@@ -152,7 +165,7 @@ async fn claim(db: &worker::D1Database, job: &FixJob, cap: u32) -> Result<ClaimO
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
     let path = req.path();
     if path == "/" || path == "/health" {
@@ -168,6 +181,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let given = req.headers().get("authorization")?.unwrap_or_default();
     if !constant_time_eq(given.as_bytes(), format!("Bearer {token}").as_bytes()) {
         return json_error(401, "missing or wrong bearer token");
+    }
+    match gate_api(&env, &path, &mut req).await {
+        Ok(Some(resp)) => return Ok(resp),
+        Ok(None) => {}
+        Err(e) => {
+            console_error!("selfheal api {path}: {e}");
+            return json_error(500, "internal error");
+        }
     }
     if req.method() == worker::Method::Post {
         return match fixer_api(&env, &path, req).await {
@@ -205,7 +226,13 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
         })))
     };
     Ok(Some(match path {
-        "/api/incidents" => json!(workers::query::<IncidentRow>(&db, &sql(LIST_INCIDENTS)).await?),
+        "/api/incidents" => json!(
+            workers::query::<GatedIncidentListRow>(&db, &sql(LIST_INCIDENTS_GATED))
+                .await?
+                .into_iter()
+                .map(IncidentView::from)
+                .collect::<Vec<_>>()
+        ),
         "/api/tickets" => json!(workers::query::<TicketRow>(&db, &sql(LIST_TICKETS)).await?),
         "/api/runs" => json!(workers::query::<FixRunRow>(&db, &sql(LIST_RUNS)).await?),
         "/api/budget" => budget(workers::query::<BudgetRow>(&db, &budget_sql).await?.pop())?,
@@ -254,6 +281,115 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// Largest body of `POST /api/incidents/{id}/label`, bytes (413 past it).
+pub const MAX_LABEL_BODY_BYTES: usize = 16 * 1024;
+
+/// The gate's endpoints (see the module doc); `None` when `path` is not one of them.
+async fn gate_api(env: &Env, path: &str, req: &mut Request) -> Result<Option<Response>, GlueError> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let method = req.method();
+    let (is_get, is_post) = (
+        method == worker::Method::Get,
+        method == worker::Method::Post,
+    );
+    match parts.as_slice() {
+        ["", "api", "gate", "report"] => {
+            if !is_get {
+                return Ok(Some(json_error(405, "only GET")?));
+            }
+            let db = env.d1(DB_BINDING)?;
+            let results = workers::batch(&db, &report::report_statements()).await?;
+            let labelled: Vec<LabelledRow> = results
+                .get(report::idx::LABELLED)
+                .map(workers::rows)
+                .transpose()?
+                .unwrap_or_default();
+            let counts: Vec<DecisionCountRow> = results
+                .get(report::idx::COUNTS)
+                .map(workers::rows)
+                .transpose()?
+                .unwrap_or_default();
+            Ok(Some(Response::from_json(&report::build(
+                &labelled, &counts,
+            ))?))
+        }
+        ["", "api", "incidents", id, action @ ("decisions" | "label")] => {
+            let want_post = *action == "label";
+            if (want_post && !is_post) || (!want_post && !is_get) {
+                let only = if want_post { "only POST" } else { "only GET" };
+                return Ok(Some(json_error(405, only)?));
+            }
+            let Ok(id) = id.parse::<i64>() else {
+                return Ok(Some(json_error(404, "no such incident")?));
+            };
+            let db = env.d1(DB_BINDING)?;
+            if want_post {
+                return label(&db, id, req).await.map(Some);
+            }
+            let results = workers::batch(&db, &report::decisions_statements(id)).await?;
+            let Some(incident) = results
+                .first()
+                .map(workers::rows::<Value>)
+                .transpose()?
+                .and_then(|mut v| v.pop())
+            else {
+                return Ok(Some(json_error(404, "no such incident")?));
+            };
+            let decisions: Vec<DecisionView> = results
+                .get(1)
+                .map(workers::rows::<DecisionRow>)
+                .transpose()?
+                .unwrap_or_default()
+                .into_iter()
+                .map(DecisionView::from)
+                .collect();
+            Ok(Some(Response::from_json(&json!({
+                "incident_id": id,
+                "gate_decision": incident["gate_decision"],
+                "label": incident["label"],
+                "decisions": decisions,
+            }))?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `POST /api/incidents/{id}/label`: validates the whole body before any write.
+async fn label(db: &worker::D1Database, id: i64, req: &mut Request) -> Result<Response, GlueError> {
+    let too_big = || json_error(413, "body over 16 KiB");
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_LABEL_BODY_BYTES) {
+        return Ok(too_big()?);
+    }
+    let Ok(body) = req.bytes().await else {
+        return Ok(json_error(400, "unreadable body")?);
+    };
+    if body.len() > MAX_LABEL_BODY_BYTES {
+        return Ok(too_big()?);
+    }
+    let label = match report::parse_label(&body) {
+        Ok(l) => l,
+        Err(e) => return Ok(json_error(400, &e.0)?),
+    };
+    let now = workers::now_ms();
+    let stored = workers::batch(db, &[report::label_statement(id, label, now)]).await?;
+    match stored
+        .first()
+        .map(workers::rows::<Value>)
+        .transpose()?
+        .and_then(|mut v| v.pop())
+    {
+        Some(row) => {
+            console_log!("selfheal api: incident {id} labelled {label}");
+            Ok(Response::from_json(&row)?)
+        }
+        None => Ok(json_error(404, "no such incident")?),
+    }
 }
 
 /// Default lease length when the fixer gives none, seconds.

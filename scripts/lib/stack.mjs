@@ -134,7 +134,10 @@ function tail(path, lines = 30) {
  *  - stateDir: folder for D1 persistence, the dev registry and logs (wiped first when fresh=true);
  *  - runnerVars / tailVars / scheduledVars: extra `--var KEY:VALUE` pairs, e.g. { SELFHEAL_DAILY_CAP: "2" };
  *  - ports: fixed ports { producer, tail, scheduled, runner } (free ones otherwise);
- *  - extra: more Workers to start, { name: "path/to/wrangler.toml" } (reachable as urls[name]).
+ *  - extra: more Workers to start, { name: "path/to/wrangler.toml" } (reachable as urls[name]);
+ *  - warmupPath: the producer path requested until the tail Worker has written a delivery count
+ *    ("/health" by default). With SELFHEAL_TRAFFIC_FLUSH_SECS > 0 healthy items are written only
+ *    after that many seconds, so give a path that fails (its event is written at once).
  * Returns { ports, urls, api(path), cron(), producer(path, init), stop(), logs }.
  */
 export async function startStack({
@@ -145,6 +148,7 @@ export async function startStack({
   scheduledVars = {},
   ports = {},
   extra = {},
+  warmupPath = "/health",
 } = {}) {
   if (fresh) rmSync(stateDir, { recursive: true, force: true });
   mkdirSync(join(stateDir, "registry"), { recursive: true });
@@ -231,7 +235,7 @@ export async function startStack({
   // Tail delivery crosses processes through the registry: wait until the tail Worker has seen one.
   const deadline = Date.now() + 60_000;
   for (let i = 0; ; i++) {
-    await (await producer(`/health?warmup=${i}`)).arrayBuffer();
+    await (await producer(`${warmupPath}?warmup=${i}`)).arrayBuffer();
     const ingest = await api("/api/ingest");
     if (ingest.some((d) => d.items > 0)) break;
     if (Date.now() > deadline) {

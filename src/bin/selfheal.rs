@@ -8,7 +8,8 @@
 //!
 //! `eval` runs the evaluations of [`selfheal::eval`] on the public corpora and prints the tables.
 //! `fix` is the local fixer ([`selfheal::fixer`]): lease a ready run, let an agent fix it in a
-//! worktree, verify, open a draft PR.
+//! worktree, verify, open a draft PR. `gate-report` and `label` read the gate's report and store
+//! an operator's label through the agent-runner API (`SELFHEAL_API_URL`, `SELFHEAL_API_TOKEN`).
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -119,6 +120,29 @@ enum Command {
         #[command(flatten)]
         gate: GateFlags,
     },
+    /// Print the gate's report from the agent-runner (GET /api/gate/report): over the incidents an
+    /// operator labelled, the confusion matrix of the decision `ticket` against the labels,
+    /// precision and recall, and the time from first occurrence to the first `ticket` decision.
+    /// Exits 1 with the HTTP status and error on a failed request.
+    GateReport {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the report's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store an operator's verdict on an incident (POST /api/incidents/ID/label), the ground truth
+    /// of `gate-report`. Prints {"incident_id", "label", "label_at"}; exits 1 on an HTTP error
+    /// (404: no such incident).
+    Label {
+        /// The incident id (`ops_incidents.id`, as GET /api/incidents lists it).
+        id: i64,
+        /// `actionable` (worth an agent) or `not_actionable`.
+        #[arg(value_parser = ["actionable", "not_actionable"])]
+        label: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Write the gate's scenario corpus as JSON Lines (one tail invocation per line, time order),
     /// for `selfheal replay`; the labels go to stderr as JSON lines.
     Scenarios {
@@ -182,6 +206,48 @@ impl clap::Args for GateFlags {
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
     }
+}
+
+/// Where the agent-runner API is.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Agent-runner URL.
+    #[arg(long, env = "SELFHEAL_API_URL")]
+    api: String,
+    /// Agent-runner bearer token.
+    #[arg(long, env = "SELFHEAL_API_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// One call to the agent-runner API; the JSON body of a 2xx answer. Errors name the method, the
+/// URL, the status and the API's `error` message (or the start of its body).
+fn api_call(a: &ApiArgs, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let url = format!("{}{path}", a.api.trim_end_matches('/'));
+    let auth = format!("Bearer {}", a.token);
+    let sent = match body {
+        Some(b) => http.post(&url).header("authorization", &auth).send_json(b),
+        None => http.get(&url).header("authorization", &auth).call(),
+    };
+    let mut resp = sent.map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("{method} {url}: HTTP {status}, unreadable body: {e}"))?;
+    let value: Option<Value> = serde_json::from_str(&text).ok();
+    if !(200..300).contains(&status) {
+        let why = value
+            .as_ref()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        return Err(format!("{method} {url}: HTTP {status}: {why}"));
+    }
+    value.ok_or_else(|| format!("{method} {url}: HTTP {status}, body is not JSON"))
 }
 
 #[derive(clap::Args)]
@@ -371,6 +437,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
         }
         Command::Fix(args) => return fix(*args),
+        Command::GateReport { api, json } => {
+            let v = api_call(&api, "GET", "/api/gate/report", None)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                let r: selfheal::signal::report::GateReport = serde_json::from_value(v)
+                    .map_err(|e| format!("GET /api/gate/report: unexpected body: {e}"))?;
+                print!("{}", selfheal::signal::report::render(&r));
+            }
+        }
+        Command::Label { id, label, api } => {
+            let v = api_call(
+                &api,
+                "POST",
+                &format!("/api/incidents/{id}/label"),
+                Some(&json!({ "label": label })),
+            )?;
+            println!("{v}");
+        }
         Command::Replay {
             db,
             script_name,

@@ -5,11 +5,14 @@
 //! - [`stats`]: the tests it rests on.
 //! - [`step`]: the cron's gate step as SQL and assembly, shared by the cron Worker and `selfheal
 //!   replay`.
+//! - [`report`]: the measure of the gate (confusion matrix of `ticket` against operator labels,
+//!   precision, recall, time to ticket) and the API's reads and writes on decisions and labels.
 //! - `replay` (native): recorded TraceItems through the pipeline and the cron on SQLite.
 
 pub mod gate;
 pub mod rates;
 #[cfg(feature = "cli")]
 pub mod replay;
+pub mod report;
 pub mod stats;
 pub mod step;

@@ -99,11 +99,14 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
             counts.items
         );
     }
-    // Count traffic once per delivery this isolate has seen; events stay exact by their keys.
+    // Count traffic once per delivery this isolate has seen; events stay exact by their keys. A
+    // redelivery still counts as a delivery (ops_ingest_stats counts every one, by design).
     let flushes = TRAFFIC.with(|t| {
         let mut t = t.borrow_mut();
         if t.first_delivery(batch_hash(&json)) {
             t.add(&observed, &counts, now);
+        } else {
+            t.add(&[], &counts, now);
         }
         if t.due(now, !events.is_empty(), *flush_policy) {
             Some(t.take(&workers::random_uuid().unwrap_or_else(|_| format!("t{now}"))))

@@ -1,4 +1,6 @@
 // POST /tail  with a JSON array: delivered to selfheal-tail's tail() exactly as the runtime would.
+// POST /tail-each with a JSON array: each TraceItem delivered alone, one tail() invocation per item,
+//   one after the other (as production delivers one invocation's items per call).
 // POST /queue with a JSON array: each element sent as one message on the fix-jobs Queue.
 export default {
   async fetch(request, env) {
@@ -7,6 +9,8 @@ export default {
     const items = await request.json();
     if (pathname === "/tail") {
       await env.TAIL.tail(items);
+    } else if (pathname === "/tail-each") {
+      for (const item of items) await env.TAIL.tail([item]);
     } else if (pathname === "/queue") {
       for (const m of items) await env.FIX_JOBS.send(m);
     } else {
