@@ -356,6 +356,10 @@ pub struct EventSample {
     pub release: Option<String>,
     /// Event time, ms since the epoch.
     pub event_timestamp: i64,
+    /// JSON of the scrubbed request summary: `{method, url, headers (allow-listed), cf: {colo,
+    /// country, continent}}`; None in rows read without it.
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
 /// A row of `tickets`.
@@ -434,7 +438,7 @@ pub const SELECT_TICKET_CANDIDATES: &str = concat!(
 
 /// Up to `?2` earliest samples for each incident in the JSON array of fingerprints `?1`.
 pub const SELECT_SAMPLES: &str = "SELECT fingerprint, method, url, status, outcome, message, stack, logs, release, \
-event_timestamp FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint ORDER BY e.event_timestamp, e.id) AS rn \
+event_timestamp, request FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint ORDER BY e.event_timestamp, e.id) AS rn \
 FROM ops_log_events e WHERE e.fingerprint IN (SELECT value FROM json_each(?1))) WHERE rn <= ?2 \
 ORDER BY fingerprint, event_timestamp";
 

@@ -161,6 +161,13 @@ fn sample(fingerprint: &str, text: &str) -> EventSample {
         logs: serde_json::to_string(&vec![text, text]).expect("logs"),
         release: Some("v2".into()),
         event_timestamp: 0,
+        // Untrusted text in every request field the ticket shows (headers, colo, query keys).
+        request: Some(
+            serde_json::json!({"method": text, "url": format!("/x?{text}=1"),
+                "headers": {"content-type": text, "content-length": text},
+                "cf": {"colo": text, "country": text}})
+            .to_string(),
+        ),
     }
 }
 
@@ -301,6 +308,7 @@ fn payloads_through_the_tail_pipeline_stay_fenced_bounded_and_marked() {
             logs: serde_json::to_string(&e.logs).expect("logs"),
             release: e.release.clone(),
             event_timestamp: e.timestamp_ms,
+            request: Some(e.request.to_string()),
         };
         check_everything(&p.name, &inc, &[sample], &victim);
     }

@@ -119,7 +119,7 @@ pub struct ReleaseRow {
 }
 
 const SELECT_GATE_SAMPLES: &str = "SELECT fingerprint, method, url, status, outcome, message, stack, logs, release, \
-event_timestamp FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint ORDER BY e.event_timestamp DESC, e.id DESC) AS rn \
+event_timestamp, request FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint ORDER BY e.event_timestamp DESC, e.id DESC) AS rn \
 FROM ops_log_events e WHERE e.fingerprint IN (SELECT value FROM json_each(?1))) WHERE rn <= ?2";
 
 const SELECT_OCC_BUCKETS: &str = "SELECT fingerprint AS key, NULL AS route, bucket AS start_ms, 300000 AS width_ms, \
