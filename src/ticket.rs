@@ -252,7 +252,7 @@ fn colos(samples: &[EventSample]) -> Vec<String> {
         .iter()
         .filter_map(|s| s.request.as_deref())
         .filter_map(|r| serde_json::from_str::<Value>(r).ok())
-        .filter_map(|v| v["cf"]["colo"].as_str().map(|c| cell(c)))
+        .filter_map(|v| v["cf"]["colo"].as_str().map(cell))
         .collect();
     out.sort();
     out.dedup();
