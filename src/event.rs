@@ -374,6 +374,19 @@ pub fn process_batch_observed(
     cfg: &PipelineConfig,
     now_ms: i64,
 ) -> Result<(Vec<Event>, BatchCounts, Vec<Observation>), crate::trace::BatchError> {
+    let mut observed = Vec::new();
+    let (events, counts) = run_batch(json, cfg, now_ms, Some(&mut observed))?;
+    Ok((events, counts, observed))
+}
+
+/// The batch loop of [`process_batch`] and [`process_batch_observed`]: observations only when
+/// asked for (they cost a route pattern per healthy item).
+fn run_batch(
+    json: &str,
+    cfg: &PipelineConfig,
+    now_ms: i64,
+    mut observed: Option<&mut Vec<Observation>>,
+) -> Result<(Vec<Event>, BatchCounts), crate::trace::BatchError> {
     let parsed = crate::trace::parse_batch(json)?;
     let mut counts = BatchCounts {
         items: (parsed.items.len() + parsed.malformed.len()) as u64,
@@ -381,20 +394,21 @@ pub fn process_batch_observed(
         ..BatchCounts::default()
     };
     let mut events = Vec::with_capacity(parsed.items.len());
-    let mut observed = Vec::with_capacity(parsed.items.len());
     for (_, item) in &parsed.items {
         let verdict = process_item(item, cfg, now_ms);
-        let (route, timestamp_ms) = match &verdict {
-            Verdict::Event(e) => (e.components.route.clone(), e.timestamp_ms),
-            Verdict::Noise(_) => (item_route(item), item_timestamp(item, now_ms)),
-        };
-        observed.push(Observation {
-            script: script_name(item, cfg),
-            route,
-            release: item.release().unwrap_or("").to_string(),
-            timestamp_ms,
-            error: matches!(verdict, Verdict::Event(_)),
-        });
+        if let Some(out) = observed.as_deref_mut() {
+            let (route, timestamp_ms) = match &verdict {
+                Verdict::Event(e) => (e.components.route.clone(), e.timestamp_ms),
+                Verdict::Noise(_) => (item_route(item), item_timestamp(item, now_ms)),
+            };
+            out.push(Observation {
+                script: script_name(item, cfg),
+                route,
+                release: item.release().unwrap_or("").to_string(),
+                timestamp_ms,
+                error: matches!(verdict, Verdict::Event(_)),
+            });
+        }
         match verdict {
             Verdict::Event(e) => {
                 counts.events += 1;
@@ -403,7 +417,7 @@ pub fn process_batch_observed(
             Verdict::Noise(_) => counts.noise += 1,
         }
     }
-    Ok((events, counts, observed))
+    Ok((events, counts))
 }
 
 fn item_timestamp(item: &TraceItem, now_ms: i64) -> i64 {
@@ -674,21 +688,5 @@ pub fn process_batch(
     cfg: &PipelineConfig,
     now_ms: i64,
 ) -> Result<(Vec<Event>, BatchCounts), crate::trace::BatchError> {
-    let parsed = crate::trace::parse_batch(json)?;
-    let mut counts = BatchCounts {
-        items: (parsed.items.len() + parsed.malformed.len()) as u64,
-        malformed: parsed.malformed.len() as u64,
-        ..BatchCounts::default()
-    };
-    let mut events = Vec::with_capacity(parsed.items.len());
-    for (_, item) in &parsed.items {
-        match process_item(item, cfg, now_ms) {
-            Verdict::Event(e) => {
-                counts.events += 1;
-                events.push(*e);
-            }
-            Verdict::Noise(_) => counts.noise += 1,
-        }
-    }
-    Ok((events, counts))
+    run_batch(json, cfg, now_ms, None)
 }

@@ -29,8 +29,8 @@ use worker::{
 };
 
 use crate::signal::report::{
-    self, DecisionCountRow, DecisionRow, DecisionView, GatedIncidentListRow, IncidentView,
-    LIST_INCIDENTS_GATED, LabelledRow,
+    self, DecisionCountRow, DecisionRow, DecisionView, IncidentView, LIST_INCIDENTS_GATED,
+    LabelledRow,
 };
 use crate::store::{
     self, BudgetRow, CLAIM_INSERT_INDEX, CLAIM_READBACK_INDEX, FixRunRow, IncidentRow,
@@ -227,7 +227,7 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
     };
     Ok(Some(match path {
         "/api/incidents" => json!(
-            workers::query::<GatedIncidentListRow>(&db, &sql(LIST_INCIDENTS_GATED))
+            workers::query::<crate::store::GatedIncidentRow>(&db, &sql(LIST_INCIDENTS_GATED))
                 .await?
                 .into_iter()
                 .map(IncidentView::from)

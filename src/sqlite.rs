@@ -86,10 +86,28 @@ impl Db {
     /// Runs statements as one transaction and returns each one's rows as JSON objects (column
     /// name → value), as D1's `batch()` does.
     pub fn batch(&mut self, stmts: &[Statement]) -> Result<Vec<Vec<Value>>, DbError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| DbError(e.to_string()))?;
+        run_batch(&mut self.conn, stmts)
+    }
+
+    /// Runs one statement and decodes its rows.
+    pub fn rows<T: DeserializeOwned>(&mut self, s: Statement) -> Result<Vec<T>, DbError> {
+        let rows = self.batch(&[s])?.pop().unwrap_or_default();
+        decode(rows)
+    }
+
+    /// One integer from ad-hoc SQL (tests and reports).
+    pub fn scalar(&self, sql: &str) -> Result<i64, DbError> {
+        self.conn
+            .query_row(sql, [], |r| r.get(0))
+            .map_err(|e| DbError(format!("{sql}: {e}")))
+    }
+}
+
+/// [`Db::batch`] on any connection: the statements in one transaction, each one's rows as JSON
+/// objects.
+pub fn run_batch(conn: &mut Connection, stmts: &[Statement]) -> Result<Vec<Vec<Value>>, DbError> {
+    {
+        let tx = conn.transaction().map_err(|e| DbError(e.to_string()))?;
         let mut out = Vec::with_capacity(stmts.len());
         for s in stmts {
             let mut st = tx
@@ -123,19 +141,6 @@ impl Db {
         }
         tx.commit().map_err(|e| DbError(e.to_string()))?;
         Ok(out)
-    }
-
-    /// Runs one statement and decodes its rows.
-    pub fn rows<T: DeserializeOwned>(&mut self, s: Statement) -> Result<Vec<T>, DbError> {
-        let rows = self.batch(&[s])?.pop().unwrap_or_default();
-        decode(rows)
-    }
-
-    /// One integer from ad-hoc SQL (tests and reports).
-    pub fn scalar(&self, sql: &str) -> Result<i64, DbError> {
-        self.conn
-            .query_row(sql, [], |r| r.get(0))
-            .map_err(|e| DbError(format!("{sql}: {e}")))
     }
 }
 

@@ -316,7 +316,8 @@ pub struct IncidentRow {
     pub ticket_id: Option<i64>,
 }
 
-/// An incident with the gate's stored decision ([`SELECT_GATED_TICKET_CANDIDATES`]).
+/// An incident with the gate's stored decision and label ([`SELECT_GATED_TICKET_CANDIDATES`],
+/// [`SELECT_GATE_CANDIDATES`], the API's incident list); absent columns read as None.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatedIncidentRow {
     /// The incident.
@@ -331,6 +332,18 @@ pub struct GatedIncidentRow {
     /// JSON of [`crate::signal::gate::Signals`].
     #[serde(default)]
     pub gate_signals: Option<String>,
+    /// Its priority (share of the script's requests per hour).
+    #[serde(default)]
+    pub gate_priority: Option<f64>,
+    /// When the decision was last written, ms.
+    #[serde(default)]
+    pub gate_at: Option<i64>,
+    /// The operator's label (`actionable` | `not_actionable`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// When it was labelled, ms.
+    #[serde(default)]
+    pub label_at: Option<i64>,
 }
 
 /// The columns of a sanitized event that go into tickets.
@@ -441,6 +454,16 @@ pub const SELECT_SAMPLES: &str = "SELECT fingerprint, method, url, status, outco
 event_timestamp, request FROM (SELECT e.*, row_number() OVER (PARTITION BY e.fingerprint ORDER BY e.event_timestamp, e.id) AS rn \
 FROM ops_log_events e WHERE e.fingerprint IN (SELECT value FROM json_each(?1))) WHERE rn <= ?2 \
 ORDER BY fingerprint, event_timestamp";
+
+/// Open incidents without a `ticket` decision, active since `?1` (ms), most recently active
+/// first; `?2` = limit. The gate's candidates ([`crate::signal::step`]).
+pub const SELECT_GATE_CANDIDATES: &str = concat!(
+    "SELECT ",
+    incident_columns!(),
+    ", gate_decision FROM ops_incidents WHERE status NOT IN ('ignored', 'resolved') \
+     AND (gate_decision IS NULL OR gate_decision <> 'ticket') AND last_seen >= ?1 \
+     ORDER BY last_seen DESC, id DESC LIMIT ?2"
+);
 
 /// Incidents the gate decided `ticket` (enforce mode) that have no ticket yet, most important
 /// first (the gate's priority, then age). `?1` = limit.

@@ -5,9 +5,7 @@
 use selfheal::config::PipelineConfig;
 use selfheal::event::{Event, Verdict as ItemVerdict, process_item};
 use selfheal::signal::gate::{self, Decision, GateMode, GatePolicy, IncidentInput, Verdict};
-use selfheal::signal::report::{
-    self, DecisionCountRow, DecisionRow, GatedIncidentListRow, IncidentView, LabelledRow,
-};
+use selfheal::signal::report::{self, DecisionCountRow, DecisionRow, IncidentView, LabelledRow};
 use selfheal::signal::step;
 use selfheal::sqlite::{Db, decode};
 use selfheal::store::{self, SamplePolicy, Statement};
@@ -209,7 +207,7 @@ fn api_reads_list_decisions_and_history() {
     let id = db.scalar("SELECT id FROM ops_incidents").expect("id");
 
     // Before any decision: listed with nulls; an empty history.
-    let list: Vec<GatedIncidentListRow> = rows(
+    let list: Vec<selfheal::store::GatedIncidentRow> = rows(
         &mut db,
         Statement {
             sql: report::LIST_INCIDENTS_GATED,
@@ -225,7 +223,7 @@ fn api_reads_list_decisions_and_history() {
     let t2 = T0 + 10 * MIN;
     decide(&mut db, &[decision(id, Verdict::Watch, t1)], t1);
     decide(&mut db, &[decision(id, Verdict::Ticket, t2)], t2);
-    let list: Vec<GatedIncidentListRow> = rows(
+    let list: Vec<selfheal::store::GatedIncidentRow> = rows(
         &mut db,
         Statement {
             sql: report::LIST_INCIDENTS_GATED,

@@ -2,73 +2,22 @@
 //! exact statements the Workers send: idempotent ingest, counts, sampling, one ticket per incident,
 //! one fix run per incident, the daily cap and deferral to the next UTC day.
 
-use rusqlite::{Connection, params_from_iter, types::Value as Sql};
+use rusqlite::Connection;
 use selfheal::config::PipelineConfig;
 use selfheal::event::{BatchCounts, Event, Verdict, process_item};
 use selfheal::store::{self, SamplePolicy, SqlValue, Statement};
 use selfheal::trace::TraceItem;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 fn db() -> Connection {
-    let conn = Connection::open_in_memory().expect("sqlite");
-    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .expect("migrations dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    for f in files {
-        conn.execute_batch(&std::fs::read_to_string(&f).expect("read"))
-            .expect("migration applies");
-    }
-    conn
-}
-
-fn bind(params: &[SqlValue]) -> Vec<Sql> {
-    params
-        .iter()
-        .map(|p| match p {
-            SqlValue::Null => Sql::Null,
-            SqlValue::Integer(i) => Sql::Integer(*i),
-            SqlValue::Text(t) => Sql::Text(t.clone()),
-            SqlValue::Real(f) => Sql::Real(*f),
-        })
-        .collect()
+    selfheal::sqlite::Db::memory()
+        .expect("sqlite with the migrations")
+        .conn
 }
 
 /// Runs statements in one transaction (as D1 `batch()` does) and returns each one's rows as JSON.
 fn batch(conn: &mut Connection, stmts: &[Statement]) -> Vec<Vec<Value>> {
-    let tx = conn.transaction().expect("tx");
-    let mut out = Vec::new();
-    for s in stmts {
-        let mut st = tx
-            .prepare(s.sql)
-            .unwrap_or_else(|e| panic!("prepare {}: {e}", s.sql));
-        let names: Vec<String> = st.column_names().iter().map(|n| n.to_string()).collect();
-        let mut rows = st.query(params_from_iter(bind(&s.params))).expect("query");
-        let mut got = Vec::new();
-        while let Some(r) = rows.next().expect("row") {
-            let mut obj = Map::new();
-            for (i, n) in names.iter().enumerate() {
-                let v: Sql = r.get(i).expect("col");
-                obj.insert(
-                    n.clone(),
-                    match v {
-                        Sql::Null => Value::Null,
-                        Sql::Integer(i) => json!(i),
-                        Sql::Real(f) => json!(f),
-                        Sql::Text(t) => json!(t),
-                        Sql::Blob(_) => Value::Null,
-                    },
-                );
-            }
-            got.push(Value::Object(obj));
-        }
-        drop(rows);
-        drop(st);
-        out.push(got);
-    }
-    tx.commit().expect("commit");
-    out
+    selfheal::sqlite::run_batch(conn, stmts).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn query(conn: &mut Connection, sql: &'static str, params: Vec<SqlValue>) -> Vec<Value> {

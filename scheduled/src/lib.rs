@@ -11,7 +11,7 @@ mod handover;
 mod tracker;
 
 use selfheal::signal::gate::{self, GateMode, GatePolicy};
-use selfheal::signal::step::{self, BucketRow, CandidateRow, ReleaseRow, ScriptRow};
+use selfheal::signal::step::{self, BucketRow, ReleaseRow, ScriptRow};
 use selfheal::store::{
     self, EventSample, GatedIncidentRow, PRUNE_OCCURRENCES, SELECT_DEFERRED_DUE,
     SELECT_EXTERNAL_TICKET_CANDIDATES, SELECT_GATED_TICKET_CANDIDATES, SELECT_SAMPLES,
@@ -156,7 +156,7 @@ async fn gate_step(
     policy: &GatePolicy,
     now: i64,
 ) -> Result<(usize, usize), GlueError> {
-    let candidates: Vec<CandidateRow> =
+    let candidates: Vec<GatedIncidentRow> =
         workers::query(db, &step::candidates_statement(now)).await?;
     if candidates.is_empty() {
         return Ok((0, 0));

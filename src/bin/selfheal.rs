@@ -58,15 +58,8 @@ enum Command {
     /// for an error, or {"fingerprint": null, "components": null, "noise": true, "noise_reason":
     /// "healthy" | "client_error" | "client_disconnected" | "ignored"} for noise.
     Fingerprint {
-        /// Script name for items whose scriptName is null (as SELFHEAL_SCRIPT_NAME).
-        #[arg(long)]
-        script_name: Option<String>,
-        /// Comma-separated exception names to ignore (as SELFHEAL_IGNORE_EXCEPTIONS).
-        #[arg(long)]
-        ignore_exceptions: Option<String>,
-        /// JSON array of message regexes to ignore (as SELFHEAL_IGNORE_MESSAGES).
-        #[arg(long)]
-        ignore_messages: Option<String>,
+        #[command(flatten)]
+        pipeline: PipelineFlags,
     },
     /// Lease the next ready fix run, let a coding agent fix it in a git worktree, verify the fix
     /// (a new test fails on the base commit and passes with the change; the test command passes),
@@ -108,15 +101,8 @@ enum Command {
         /// SQLite file to write (kept for inspection); default: in memory.
         #[arg(long, default_value = ":memory:")]
         db: String,
-        /// Script name for items whose scriptName is null (as SELFHEAL_SCRIPT_NAME).
-        #[arg(long)]
-        script_name: Option<String>,
-        /// Comma-separated exception names to ignore (as SELFHEAL_IGNORE_EXCEPTIONS).
-        #[arg(long)]
-        ignore_exceptions: Option<String>,
-        /// JSON array of message regexes to ignore (as SELFHEAL_IGNORE_MESSAGES).
-        #[arg(long)]
-        ignore_messages: Option<String>,
+        #[command(flatten)]
+        pipeline: PipelineFlags,
         #[command(flatten)]
         gate: GateFlags,
     },
@@ -156,6 +142,31 @@ enum Command {
         #[arg(long)]
         warmup_days: Option<u32>,
     },
+}
+
+/// The tail pipeline's settings, as the tail Worker's variables.
+#[derive(clap::Args)]
+struct PipelineFlags {
+    /// Script name for items whose scriptName is null (as SELFHEAL_SCRIPT_NAME).
+    #[arg(long)]
+    script_name: Option<String>,
+    /// Comma-separated exception names to ignore (as SELFHEAL_IGNORE_EXCEPTIONS).
+    #[arg(long)]
+    ignore_exceptions: Option<String>,
+    /// JSON array of message regexes to ignore (as SELFHEAL_IGNORE_MESSAGES).
+    #[arg(long)]
+    ignore_messages: Option<String>,
+}
+
+impl PipelineFlags {
+    fn config(&self) -> Result<PipelineConfig, String> {
+        PipelineConfig::from_vars(
+            self.script_name.as_deref(),
+            self.ignore_exceptions.as_deref(),
+            self.ignore_messages.as_deref(),
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// One `--gate-…` flag per [`selfheal::signal::gate::POLICY_VARS`] entry
@@ -422,17 +433,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Scrub => each_line(scrub).map_err(io)?,
         Command::Normalize => each_line(normalize).map_err(io)?,
-        Command::Fingerprint {
-            script_name,
-            ignore_exceptions,
-            ignore_messages,
-        } => {
-            let cfg = PipelineConfig::from_vars(
-                script_name.as_deref(),
-                ignore_exceptions.as_deref(),
-                ignore_messages.as_deref(),
-            )
-            .map_err(|e| e.to_string())?;
+        Command::Fingerprint { pipeline } => {
+            let cfg = pipeline.config()?;
             let now = now_ms();
             each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
         }
@@ -459,19 +461,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             )?;
             println!("{v}");
         }
-        Command::Replay {
-            db,
-            script_name,
-            ignore_exceptions,
-            ignore_messages,
-            gate,
-        } => {
-            let cfg = PipelineConfig::from_vars(
-                script_name.as_deref(),
-                ignore_exceptions.as_deref(),
-                ignore_messages.as_deref(),
-            )
-            .map_err(|e| e.to_string())?;
+        Command::Replay { db, pipeline, gate } => {
+            let cfg = pipeline.config()?;
             let policy = GatePolicy::from_vars(|name| gate.values.get(name).cloned())
                 .map_err(|e| e.to_string())?;
             return replay(cfg, policy, &db);

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::gate::{self, BUCKET_MS, Decision, GateMode, GatePolicy, IncidentInput, Verdict};
 use super::rates::TrafficAggregator;
-use super::step::{self, BucketRow, CandidateRow, ReleaseRow, ScriptRow};
+use super::step::{self, BucketRow, ReleaseRow, ScriptRow};
 use crate::config::PipelineConfig;
 use crate::event::process_batch_observed;
 use crate::sqlite::{Db, DbError, decode};
@@ -234,7 +234,7 @@ impl Replay {
     }
 
     fn gate_step(&mut self, now: i64) -> Result<(Vec<Decision>, Vec<IncidentInput>), DbError> {
-        let candidates: Vec<CandidateRow> = self.db.rows(step::candidates_statement(now))?;
+        let candidates: Vec<GatedIncidentRow> = self.db.rows(step::candidates_statement(now))?;
         if candidates.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{IncidentRow, SqlValue, Statement};
+use crate::store::{GatedIncidentRow, IncidentRow, SqlValue, Statement};
 
 /// The operator labels, as stored in `ops_incidents.label`.
 pub const LABELS: &[&str] = &["actionable", "not_actionable"];
@@ -298,32 +298,6 @@ pub fn build(labelled: &[LabelledRow], counts: &[DecisionCountRow]) -> GateRepor
     }
 }
 
-/// One row of [`LIST_INCIDENTS_GATED`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GatedIncidentListRow {
-    /// The incident's columns.
-    #[serde(flatten)]
-    pub incident: IncidentRow,
-    /// The current decision, `None` before the gate decided.
-    #[serde(default)]
-    pub gate_decision: Option<String>,
-    /// JSON text of its reason codes.
-    #[serde(default)]
-    pub gate_reasons: Option<String>,
-    /// Its priority (share of the script's requests per hour).
-    #[serde(default)]
-    pub gate_priority: Option<f64>,
-    /// When it was last written, ms.
-    #[serde(default)]
-    pub gate_at: Option<i64>,
-    /// The operator's label.
-    #[serde(default)]
-    pub label: Option<String>,
-    /// When it was labelled, ms.
-    #[serde(default)]
-    pub label_at: Option<i64>,
-}
-
 /// An incident as the API lists it: every [`IncidentRow`] field, then `gate_decision`,
 /// `gate_reasons` (the reason codes, parsed; `null` before a decision), `gate_priority`,
 /// `gate_at`, `label`, `label_at`.
@@ -346,8 +320,8 @@ pub struct IncidentView {
     pub label_at: Option<i64>,
 }
 
-impl From<GatedIncidentListRow> for IncidentView {
-    fn from(r: GatedIncidentListRow) -> Self {
+impl From<GatedIncidentRow> for IncidentView {
+    fn from(r: GatedIncidentRow) -> Self {
         IncidentView {
             incident: r.incident,
             gate_decision: r.gate_decision,

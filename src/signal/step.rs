@@ -3,7 +3,7 @@
 //! cron Worker runs these statements on D1, `selfheal replay` on SQLite with the same migrations:
 //! one code path, so the replayed decisions are the ones production would make.
 //!
-//! Round trips: 1. [`SELECT_GATE_CANDIDATES`]; 2. [`context_statements`] (samples, occurrence and
+//! Round trips: 1. [`store::SELECT_GATE_CANDIDATES`]; 2. [`context_statements`] (samples, occurrence and
 //! traffic buckets, scripts, releases; one batch); 3. [`decision_statements`] (one batch).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,45 +28,10 @@ pub const HISTORY_MS: i64 = 29 * DAY_MS;
 /// Samples read per incident for the cause checks.
 pub const GATE_SAMPLES: i64 = 3;
 
-/// A candidate incident row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CandidateRow {
-    /// `ops_incidents.id`.
-    pub id: i64,
-    /// Fingerprint.
-    pub fingerprint: String,
-    /// Script name component.
-    pub script_name: String,
-    /// Route pattern component.
-    pub route_pattern: String,
-    /// Exception type component.
-    pub exception_type: String,
-    /// Normalized message component.
-    pub normalized_message: String,
-    /// Top in-app frame component.
-    pub top_frame: String,
-    /// Status class component.
-    pub status_class: String,
-    /// Occurrences so far.
-    pub occurrence_count: i64,
-    /// First occurrence, ms.
-    pub first_seen: i64,
-    /// Latest occurrence, ms.
-    pub last_seen: i64,
-    /// The last decision, if any.
-    pub gate_decision: Option<String>,
-}
-
-/// Open incidents without a `ticket` decision, active since `?1` (ms); `?2` = limit.
-pub const SELECT_GATE_CANDIDATES: &str = "SELECT id, fingerprint, script_name, route_pattern, exception_type, \
-normalized_message, top_frame, status_class, occurrence_count, first_seen, last_seen, gate_decision FROM ops_incidents \
-WHERE status NOT IN ('ignored', 'resolved') AND (gate_decision IS NULL OR gate_decision <> 'ticket') AND last_seen >= ?1 \
-ORDER BY last_seen DESC, id DESC LIMIT ?2";
-
 /// The statement that reads the candidates at `now_ms`.
 pub fn candidates_statement(now_ms: i64) -> Statement {
     Statement::new(
-        SELECT_GATE_CANDIDATES,
+        store::SELECT_GATE_CANDIDATES,
         vec![
             (now_ms - ACTIVE_WINDOW_MS).into(),
             MAX_GATE_CANDIDATES.into(),
@@ -168,17 +133,28 @@ pub fn fine_from(now_ms: i64) -> i64 {
 /// The reads of the gate's context for `candidates` at `now_ms` (one batch; indices in [`ctx`]).
 /// `impact_window_ms` is the policy's impact window.
 pub fn context_statements(
-    candidates: &[CandidateRow],
+    candidates: &[GatedIncidentRow],
     now_ms: i64,
     impact_window_ms: i64,
 ) -> Vec<Statement> {
-    let fps: Vec<&str> = candidates.iter().map(|c| c.fingerprint.as_str()).collect();
+    let fps: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.incident.fingerprint.as_str())
+        .collect();
     let pairs: BTreeSet<(&str, &str)> = candidates
         .iter()
-        .map(|c| (c.script_name.as_str(), c.route_pattern.as_str()))
+        .map(|c| {
+            (
+                c.incident.script_name.as_str(),
+                c.incident.route_pattern.as_str(),
+            )
+        })
         .collect();
     let pairs: Vec<[&str; 2]> = pairs.into_iter().map(|(s, r)| [s, r]).collect();
-    let scripts: BTreeSet<&str> = candidates.iter().map(|c| c.script_name.as_str()).collect();
+    let scripts: BTreeSet<&str> = candidates
+        .iter()
+        .map(|c| c.incident.script_name.as_str())
+        .collect();
     let fine = fine_from(now_ms);
     let since = now_ms - HISTORY_MS;
     let impact_from = (now_ms - impact_window_ms).div_euclid(BUCKET_MS) * BUCKET_MS;
@@ -223,7 +199,7 @@ fn first_frame_is_platform(stack: &str) -> bool {
 
 /// Builds the gate's inputs from the rows of [`context_statements`].
 pub fn assemble(
-    candidates: &[CandidateRow],
+    candidates: &[GatedIncidentRow],
     samples: &[EventSample],
     occurrences: &[BucketRow],
     traffic: &[BucketRow],
@@ -240,7 +216,8 @@ pub fn assemble(
     }
     let incidents = candidates
         .iter()
-        .map(|c| {
+        .map(|row| {
+            let c = &row.incident;
             let mine = by_fp
                 .get(c.fingerprint.as_str())
                 .cloned()
