@@ -117,6 +117,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print an incident's gate decisions, oldest first (GET /api/incidents/ID/decisions): one line
+    /// per change, `<time> <mode> <decision> <reasons>`, or the JSON with every figure (--json).
+    /// Exits 1 on an HTTP error (404: no such incident).
+    Decisions {
+        /// The incident id (`ops_incidents.id`).
+        id: i64,
+        /// Print the JSON (reasons and signals parsed) instead of lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Store an operator's verdict on an incident (POST /api/incidents/ID/label), the ground truth
     /// of `gate-report`. Prints {"incident_id", "label", "label_at"}; exits 1 on an HTTP error
     /// (404: no such incident).
@@ -450,6 +462,39 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let r: selfheal::signal::report::GateReport = serde_json::from_value(v)
                     .map_err(|e| format!("GET /api/gate/report: unexpected body: {e}"))?;
                 print!("{}", selfheal::signal::report::render(&r));
+            }
+        }
+        Command::Decisions { id, json, api } => {
+            let v = api_call(&api, "GET", &format!("/api/incidents/{id}/decisions"), None)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "incident {}: now {} (label {})",
+                    id,
+                    v["gate_decision"].as_str().unwrap_or("undecided"),
+                    v["label"].as_str().unwrap_or("none")
+                );
+                let rows = v["decisions"].as_array().cloned().unwrap_or_default();
+                for d in rows {
+                    let reasons: Vec<&str> = d["reasons"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{} {} {} {}",
+                        d["at"]
+                            .as_i64()
+                            .map(selfheal::ticket::utc_datetime)
+                            .unwrap_or_default(),
+                        d["mode"].as_str().unwrap_or(""),
+                        d["decision"].as_str().unwrap_or(""),
+                        reasons.join(",")
+                    );
+                }
             }
         }
         Command::Label { id, label, api } => {

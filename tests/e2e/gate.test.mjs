@@ -341,6 +341,13 @@ describe("the gate end to end", { timeout: 600_000 }, () => {
     const bad = spawnSync(BIN, ["gate-report"], { env: { ...env, SELFHEAL_API_TOKEN: "wrong" }, encoding: "utf8" });
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /HTTP 401: missing or wrong bearer token/);
+    // One incident's decision history through the CLI.
+    const history = execFileSync(BIN, ["decisions", String(shop.id)], { env, encoding: "utf8" });
+    assert.match(history, new RegExp(`^incident ${shop.id}: now ticket \\(label actionable\\)`, "m"));
+    assert.match(history, /^\S+Z enforce ticket \S*regression/m);
+    const missing = spawnSync(BIN, ["decisions", "999999"], { env, encoding: "utf8" });
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /HTTP 404/);
   });
 
   describe("shadow mode, on the same D1", () => {
