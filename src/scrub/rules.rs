@@ -13,8 +13,119 @@
 //! of equal length the rule declared first (the more specific one) wins. Each rule has positive
 //! and negative tests at the bottom of this file.
 
+use super::prefilter as p;
 use super::validate as v;
 use super::{Method, RuleSpec};
+
+/// The literals of `@vendor_token`'s prefixes (lower case; matched ASCII case-insensitively).
+const VENDOR_KEYWORDS: &[&str] = &[
+    "glpat-",
+    "gldt-",
+    "glft-",
+    "glrt-",
+    "glptt-",
+    "glcbt-",
+    "glimt-",
+    "gloas-",
+    "glsoat-",
+    "glagent-",
+    "glffct-",
+    "glcd-",
+    "glwt-",
+    "gr1348941",
+    "npm_",
+    "pypi-",
+    "hf_",
+    "api_org_",
+    "sg.",
+    "doo_v1_",
+    "dop_v1_",
+    "dor_v1_",
+    "shpat_",
+    "shpca_",
+    "shppa_",
+    "shpss_",
+    "sq0atp-",
+    "sq0csp-",
+    "eaa",
+    "dapi",
+    "dp.",
+    "atlasv1",
+    "hvs.",
+    "hvb.",
+    "pul-",
+    "pmak-",
+    "lin_api_",
+    "lin_oauth_",
+    "pscale_",
+    "sntr",
+    "glc_",
+    "glsa_",
+    "atatt3",
+    "nrak-",
+    "nrii-",
+    "nrjs-",
+    "age-secret-key-1",
+    "fo1_",
+    "flyv1",
+    "key-",
+    "ops_eyj",
+    "rubygems_",
+    "sgp_",
+    "pnu_",
+    "sbp_",
+    "dckr_pat_",
+    "clojars_",
+    "xkeysib-",
+    "shippo_",
+    "ezak",
+    "eztk",
+    "sha256~",
+    "tfp_",
+    "mfa.",
+    "ghr_",
+    "akcp",
+    "cmvmd",
+    "ya29.",
+    "1//0",
+    "rnd_",
+    "vercel_",
+    "eyj",
+    "a3-",
+    "p8e-",
+    "ltai",
+    "absk",
+    "s-s4t2",
+    "ntn_",
+    "sqa_",
+    "sqp_",
+    "squ_",
+    "hrku-",
+    "secret_",
+];
+
+/// The literals of which a key that [`v::classify_key`] accepts contains at least one (its
+/// normalisation drops `_ - .`, so a key spelled `p_a_s_s` would escape this gate; no corpus
+/// has one), plus `key` for `<add key=… value=…>`.
+const KV_KEYWORDS: &[&str] = &[
+    "pass",
+    "pw",
+    "pin",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "cookie",
+    "sess",
+    "sid",
+    "jwt",
+    "bearer",
+    "csrf",
+    "xsrf",
+    "__secure-",
+    "__host-",
+];
 
 /// Every rule, most specific first.
 pub static RULES: &[RuleSpec] = &[
@@ -30,6 +141,9 @@ pub static RULES: &[RuleSpec] = &[
             (?s:.*?)
             (?:-----END[\ A-Z0-9_-]{0,40}PRIVATE\ KEY(?:\ BLOCK)?-----|\z)",
         check: None,
+        keywords: &["-----begin"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@jwt",
@@ -43,6 +157,9 @@ pub static RULES: &[RuleSpec] = &[
                 (?:\.[A-Za-z0-9_-]*){0,3} # signature (JWS), or more parts (JWE)
             )"#,
         check: None,
+        keywords: &["eyj"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@basic_auth",
@@ -51,6 +168,9 @@ pub static RULES: &[RuleSpec] = &[
         // `Basic <base64(user:pass)>`; the check decodes it and wants a `:`.
         pattern: r"(?xi)\bbasic\s+(?P<s>[A-Za-z0-9+/]{4,}={0,2})",
         check: Some(v::basic_credentials),
+        keywords: &["basic"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@bearer",
@@ -59,6 +179,9 @@ pub static RULES: &[RuleSpec] = &[
         // `Bearer <token>` anywhere (headers, curl lines, log lines).
         pattern: r"(?xi)\bbearer\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|sha256~[A-Za-z0-9._~+/=@-]{4,})",
         check: Some(v::token_like),
+        keywords: &["bearer"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@aws_access_key",
@@ -66,6 +189,12 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16})\b",
         check: None,
+        keywords: &[
+            "a3t", "akia", "asia", "abia", "acca", "agpa", "aida", "aroa", "aipa", "anpa", "anva",
+            "apka",
+        ],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@aws_secret_key",
@@ -77,6 +206,9 @@ pub static RULES: &[RuleSpec] = &[
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s>[A-Za-z0-9/+=]{40})"#,
         check: Some(v::not_followed_by_base64),
+        keywords: &["aws"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@github_token",
@@ -84,6 +216,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
         check: None,
+        keywords: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@stripe_key",
@@ -92,6 +227,9 @@ pub static RULES: &[RuleSpec] = &[
         // Secret and restricted keys (publishable `pk_` keys are public), and webhook secrets.
         pattern: r"(?x)\b(?P<s>(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{24,})",
         check: None,
+        keywords: &["sk_", "rk_", "whsec_"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@slack_webhook",
@@ -99,6 +237,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{8,}",
         check: None,
+        keywords: &["hooks.slack.com"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@slack_token",
@@ -108,6 +249,9 @@ pub static RULES: &[RuleSpec] = &[
         // app-level tokens `xapp-`.
         pattern: r"(?x)\b(?P<s>xox[a-z](?:\.xox[a-z])?-[A-Za-z0-9-]{6,}|xapp-[0-9]-[A-Za-z0-9-]{10,})",
         check: None,
+        keywords: &["xox", "xapp-"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@google_api_key",
@@ -115,6 +259,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>AIza[0-9A-Za-z_-]{35})",
         check: None,
+        keywords: &["aiza"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@anthropic_key",
@@ -122,6 +269,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>sk-ant-[A-Za-z0-9_-]{20,})",
         check: None,
+        keywords: &["sk-ant-"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@openai_key",
@@ -130,6 +280,9 @@ pub static RULES: &[RuleSpec] = &[
         // sk-…, sk-proj-…, sk-svcacct-…, sk-admin-… (an `sk-ant-` key ties and loses to Anthropic).
         pattern: r"(?x)\b(?P<s>sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,})",
         check: Some(v::token_like),
+        keywords: &["sk-"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@cloudflare_token",
@@ -142,6 +295,9 @@ pub static RULES: &[RuleSpec] = &[
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s2>[A-Za-z0-9_-]{32,64})"#,
         check: None,
+        keywords: &["v1.0-", "cloudflare", "cf"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@vendor_token",
@@ -191,26 +347,21 @@ pub static RULES: &[RuleSpec] = &[
               | (?:dop|doo|dor)_v1_[a-f0-9]{64}
               | sha256~[A-Za-z0-9_-]{43}                         # OpenShift
               | tfp_[A-Za-z0-9_-]{40,}                           # Typeform
-              | AC[a-f0-9]{32}|SK[a-f0-9]{32}                    # Twilio
               | mfa\.[A-Za-z0-9_-]{84}                           # Discord
               | ghr_[A-Za-z0-9]{36}
               | AKCp[A-Za-z0-9]{69}|cmVmd[A-Za-z0-9]{59}         # JFrog / Artifactory
               | ya29\.[A-Za-z0-9_-]{30,}                         # Google OAuth access token
               | 1//0[A-Za-z0-9_-]{30,}                           # Google OAuth refresh token
               | hf_oauth_[A-Za-z0-9]{30,}
-              | pat[A-Za-z0-9]{14}\.[a-f0-9]{64}                 # Airtable
               | glsa_[A-Za-z0-9]{32}_[a-f0-9]{8}
               | rnd_[A-Za-z0-9]{32,}                             # Render
               | vercel_[A-Za-z0-9_-]{24,}
-              | re_[A-Za-z0-9]{8}_[A-Za-z0-9]{24,}               # Resend
               | pk\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}    # Mapbox
               | sk\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}
               | A3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5} # 1Password
               | p8e-[A-Za-z0-9]{32}                              # Adobe
               | LTAI[A-Za-z0-9]{20}                              # Alibaba
               | ABSK[A-Za-z0-9+/]{100,}=*                        # AWS Bedrock
-              | [A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}   # Azure AD client secret
-              | [0-9]{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}       # Facebook app token
               | EAA[A-Z][A-Za-z0-9]{60,}                         # Facebook access token
               | s-s4t2(?:ud|af)-[a-f0-9]{64}                     # 42 intra
               | ntn_[0-9]{11}[A-Za-z0-9]{32,}                    # Notion
@@ -219,6 +370,30 @@ pub static RULES: &[RuleSpec] = &[
               | secret_[A-Za-z0-9]{43}                           # Notion (legacy)
             )",
         check: None,
+        keywords: VENDOR_KEYWORDS,
+        scan: None,
+        find: None,
+    },
+    // The vendor tokens whose only literal is short or common (`AC`, `pat`, `re_`, `|`): split
+    // out of `@vendor_token` (same id and kind) so that the big pattern runs only on its rarer
+    // keywords.
+    RuleSpec {
+        id: "@vendor_token",
+        kind: "api_key",
+        method: Method::Replace,
+        pattern: r"(?x)
+            (?:^|[^A-Za-z0-9_])
+            (?P<s>
+                (?:AC|SK)[a-f0-9]{32}                            # Twilio
+              | pat[A-Za-z0-9]{14}\.[a-f0-9]{64}                 # Airtable
+              | re_[A-Za-z0-9]{8}_[A-Za-z0-9]{24,}               # Resend
+              | [A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}   # Azure AD client secret
+              | [0-9]{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}       # Facebook app token
+            )",
+        check: None,
+        keywords: &[],
+        scan: Some(p::short_vendor_prefixes),
+        find: None,
     },
     RuleSpec {
         id: "@webhook_url",
@@ -228,6 +403,9 @@ pub static RULES: &[RuleSpec] = &[
             https://[A-Za-z0-9.-]*\.webhook\.office\.com/webhookb2/[A-Za-z0-9@/_-]{20,}
           | https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]{20,}",
         check: None,
+        keywords: &["webhook.office.com", "discord"],
+        scan: None,
+        find: None,
     },
     // ---------------------------------------------------------------- credentials in context
     RuleSpec {
@@ -237,6 +415,9 @@ pub static RULES: &[RuleSpec] = &[
         // scheme://user:pass@host — everything between `://` and the last `@` of the authority.
         pattern: r#"(?x)\b[A-Za-z][A-Za-z0-9+.-]{1,20}://(?P<s>[^\s/?\#"'<>@]+(?:@[^\s/?\#"'<>@]+)*)@[A-Za-z0-9\[]"#,
         check: Some(v::userinfo_not_placeholder),
+        keywords: &[],
+        scan: Some(p::url_userinfo),
+        find: None,
     },
     RuleSpec {
         id: "@curl_user",
@@ -245,6 +426,9 @@ pub static RULES: &[RuleSpec] = &[
         // curl -u user:pass / --user 'user:pass'
         pattern: r#"(?x)(?:^|\s)(?:-u|--user)\s+(?P<s>(?:"[^"\r\n]*"|'[^'\r\n]*'|[^\s"']+)+)"#,
         check: Some(v::curl_credentials),
+        keywords: &["-u"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@cookie_header",
@@ -253,6 +437,9 @@ pub static RULES: &[RuleSpec] = &[
         // A Cookie / Set-Cookie header line: the whole value goes.
         pattern: r"(?xi)\b(?:set-)?cookie\s*:\s*(?P<s>[^\s\r\n][^\r\n]*)",
         check: Some(v::not_placeholder),
+        keywords: &["cookie"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@secret_kv",
@@ -285,6 +472,9 @@ pub static RULES: &[RuleSpec] = &[
           | <(?P<k5>[A-Za-z0-9_.-]{1,64})>(?:\s|\\[nrt])*(?P<s10>[^<\s\\]+)          # <token>…</token>
             "#,
         check: Some(v::secret_kv),
+        keywords: KV_KEYWORDS,
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@bundler_credential",
@@ -293,6 +483,9 @@ pub static RULES: &[RuleSpec] = &[
         // Bundler host credentials: BUNDLE_GEMS__EXAMPLE__COM=user:pass
         pattern: r#"(?x)\bBUNDLE_[A-Z0-9_]*__[A-Z0-9_]+["']?\s*[:=]\s*["']?(?P<s>[^\s"']+)"#,
         check: Some(v::has_colon),
+        keywords: &["bundle_"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@base64_credentials",
@@ -301,6 +494,9 @@ pub static RULES: &[RuleSpec] = &[
         // Padded base64 that decodes to `user:password` (Kubernetes `data:` values, env files).
         pattern: r"(?x)(?:^|[^A-Za-z0-9+/])(?P<s>[A-Za-z0-9+/]{8,}={1,2})",
         check: Some(v::base64_credentials),
+        keywords: &[],
+        scan: Some(p::padded_base64),
+        find: None,
     },
     RuleSpec {
         id: "@base64_blob",
@@ -309,6 +505,9 @@ pub static RULES: &[RuleSpec] = &[
         // Base64 of a JSON object (docker config, service-account files) or of a PEM block.
         pattern: r"(?x)\b(?P<s>eyJ[A-Za-z0-9+/]{40,}={0,2}|LS0tLS1CRUdJTi[A-Za-z0-9+/]{20,}={0,2})",
         check: None,
+        keywords: &["eyj", "ls0tls1crudjti"],
+        scan: None,
+        find: None,
     },
     // ---------------------------------------------------------------- PII
     RuleSpec {
@@ -323,6 +522,9 @@ pub static RULES: &[RuleSpec] = &[
             (?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*
             \.(?:xn--[A-Za-z0-9-]{2,59}|[A-Za-z]{2,24})",
         check: Some(v::email),
+        keywords: &["@", "%40"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@credit_card",
@@ -337,6 +539,9 @@ pub static RULES: &[RuleSpec] = &[
               | [0-9]{13,19}
             )\b",
         check: Some(v::credit_card),
+        keywords: &[],
+        scan: Some(p::card_digits),
+        find: None,
     },
     RuleSpec {
         id: "@iban",
@@ -344,6 +549,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Mask(v::iban_country),
         pattern: r"(?x)\b(?P<s>[A-Z]{2}[0-9]{2}(?:\ ?[A-Z0-9]{4}){2,7}(?:\ ?[A-Z0-9]{1,3})?)\b",
         check: Some(v::iban),
+        keywords: &[],
+        scan: Some(p::iban_start),
+        find: None,
     },
     RuleSpec {
         id: "@ipv6",
@@ -363,6 +571,9 @@ pub static RULES: &[RuleSpec] = &[
             (?:%[0-9A-Za-z._-]+)?
             (?:/[0-9]{1,4})?",
         check: Some(v::ipv6),
+        keywords: &[],
+        scan: Some(p::ipv6_like),
+        find: None,
     },
     RuleSpec {
         id: "@ipv4",
@@ -373,6 +584,9 @@ pub static RULES: &[RuleSpec] = &[
             (?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}
             (?:/[0-9]{1,3})?",
         check: Some(v::ipv4),
+        keywords: &[],
+        scan: Some(p::dotted_quad),
+        find: None,
     },
     RuleSpec {
         id: "@mac",
@@ -383,6 +597,9 @@ pub static RULES: &[RuleSpec] = &[
           | [0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}
           | [0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}",
         check: Some(v::mac),
+        keywords: &[],
+        scan: Some(p::mac_like),
+        find: None,
     },
     RuleSpec {
         id: "@phone",
@@ -399,6 +616,9 @@ pub static RULES: &[RuleSpec] = &[
           | 0[0-9]{1,2}-[0-9]{7,8}
           | 0[1-9][0-9]{8,9}",
         check: Some(v::phone),
+        keywords: &[],
+        scan: Some(p::phone_digits),
+        find: None,
     },
 ];
 
