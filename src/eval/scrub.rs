@@ -9,8 +9,9 @@
 //!   (false-positive tests), reported apart: many are placeholders that are reasonable to scrub.
 //! - **Precision**: caught positives / (caught positives + changed negatives), per source.
 //!
-//! Goals (issue 3): recall 1.0 on every kind DESIGN.md lists ([`DESIGN_KINDS`], minus the
-//! [`EXCLUDED`] rows, each with its reason) and ≥ 0.98 on all gitleaks positives.
+//! Goals (issues 3 and 9): recall 1.0 on every kind DESIGN.md lists ([`DESIGN_KINDS`], minus the
+//! [`EXCLUDED`] rows, each with its reason), ≥ 0.995 on all gitleaks positives, and per source no
+//! fewer negatives kept than before issue 9 ([`KEPT_BEFORE`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,8 +29,12 @@ pub const FILES: [&str; 3] = [
     "presidio_recognizers.jsonl",
 ];
 
-/// Minimum recall on all gitleaks positives.
-pub const GITLEAKS_RECALL_GOAL: f64 = 0.98;
+/// Minimum recall on all gitleaks positives (issue 9; 0.98 before).
+pub const GITLEAKS_RECALL_GOAL: f64 = 0.995;
+
+/// Negatives kept unchanged by the scrubber before issue 9 (main at 36d4eca), per file of
+/// [`FILES`]: (kept, negatives). The floor of the "negatives kept" goal.
+pub const KEPT_BEFORE: [(usize, usize); 3] = [(133, 277), (69, 126), (405, 416)];
 
 /// The corpus kinds for the formats DESIGN.md requires ("Scrubbing"): recall must be 1.0.
 pub const DESIGN_KINDS: &[&str] = &[
@@ -295,32 +300,51 @@ impl ScrubEval {
         self.sources.iter().find(|s| s.file == file)
     }
 
-    /// Recall 1.0 on DESIGN kinds (but [`EXCLUDED`]) everywhere and ≥ 0.98 on gitleaks positives.
+    /// Recall 1.0 on DESIGN kinds (but [`EXCLUDED`]) everywhere, ≥ [`GITLEAKS_RECALL_GOAL`] on
+    /// gitleaks positives, and no fewer negatives kept than [`KEPT_BEFORE`].
     pub fn goals_met(&self) -> bool {
         let design_ok = self.sources.iter().all(|s| s.design_misses().count() == 0);
+        let kept_ok = self.sources.iter().all(|s| {
+            FILES
+                .iter()
+                .position(|f| *f == s.file)
+                .and_then(|i| KEPT_BEFORE.get(i))
+                .is_none_or(|&(k, n)| s.total.negatives != n || s.total.kept >= k)
+        });
         let gitleaks_ok = self
             .source(FILES[0])
             .is_some_and(|s| s.total.recall() >= GITLEAKS_RECALL_GOAL);
-        design_ok && gitleaks_ok
+        design_ok && gitleaks_ok && kept_ok
     }
 
     /// Summary per source, then per kind (DESIGN kinds starred), then every miss.
     pub fn render(&self) -> String {
         let mut o = String::from(
             "== Scrubbing (redaction/: gitleaks, detect-secrets, presidio)\n\
-             goal: recall 1.0 on DESIGN kinds (*), >= 0.98 on all gitleaks positives\n",
+             goal: recall 1.0 on DESIGN kinds (*), >= 0.995 on all gitleaks positives, negatives kept >= before issue 9\n",
         );
         o += &format!(
-            "{:<30} {:>16} {:>16} {:>16} {:>10}\n",
-            "source", "recall DESIGN[1]", "recall all", "negatives kept", "precision"
+            "{:<30} {:>16} {:>16} {:>16} {:>16} {:>10}\n",
+            "source",
+            "recall DESIGN[1]",
+            "recall all",
+            "negatives kept",
+            "kept before #9",
+            "precision"
         );
         for s in &self.sources {
+            let before = FILES
+                .iter()
+                .position(|f| *f == s.file)
+                .and_then(|i| KEPT_BEFORE.get(i))
+                .map_or("-".to_string(), |&(k, n)| cell(k, n));
             o += &format!(
-                "{:<30} {:>16} {:>16} {:>16} {:>10.3}\n",
+                "{:<30} {:>16} {:>16} {:>16} {:>16} {:>10.3}\n",
                 s.file,
                 cell(s.design.caught, s.design.positives),
                 cell(s.total.caught, s.total.positives),
                 cell(s.total.kept, s.total.negatives),
+                before,
                 s.total.precision()
             );
         }

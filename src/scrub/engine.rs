@@ -188,6 +188,7 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
     let mut pos = 0;
     let mut restarts = 0;
     let mut restarted_bytes = 0;
+    let filler = super::validate::filler_checked(spec.id);
     while pos <= text.len() {
         let Some(caps) = re.captures_at(text, pos) else {
             break;
@@ -209,6 +210,12 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
         } else {
             next_boundary(text, whole.start())
         };
+        let checked = checked.filter(|h| {
+            !(filler
+                && text
+                    .get(h.start..h.end)
+                    .is_some_and(super::validate::is_filler))
+        });
         match checked {
             Some(h)
                 if h.start < h.end

@@ -6,6 +6,8 @@
 //! line is on [`is_secret_token`]; [`find_tokens`] is the rule `@high_entropy` of
 //! [`super::rules::RULES`].
 
+use sha2::Digest;
+
 use super::Hit;
 
 /// Shortest token considered (bytes). A 40-character AWS secret access key, `sess_…` and
@@ -137,6 +139,23 @@ fn split_prefix(tok: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((prefix, rest))
 }
 
+/// Words that make a `prefix_` mean a credential (`sess_`, `sk_`, `api_key_`, `tok_`).
+pub const CREDENTIAL_PREFIX_WORDS: &[&str] = &[
+    "sess", "sid", "tok", "key", "secret", "sk", "pk", "rk", "api", "auth", "pat", "access",
+    "refresh", "bearer", "pass", "pwd", "cred", "sig",
+];
+
+fn credential_prefix(tok: &[u8]) -> bool {
+    let end = tok.iter().rposition(|&b| b == b'_').unwrap_or(0);
+    tok.get(..end).is_some_and(|head| {
+        head.split(|&b| b == b'_').any(|seg| {
+            CREDENTIAL_PREFIX_WORDS
+                .iter()
+                .any(|w| seg.eq_ignore_ascii_case(w.as_bytes()) || seg.starts_with(w.as_bytes()))
+        })
+    })
+}
+
 fn counts(s: &[u8]) -> (usize, usize, usize) {
     s.iter().fold((0, 0, 0), |(u, l, d), &b| match class(b) {
         Class::Upper => (u + 1, l, d),
@@ -146,9 +165,63 @@ fn counts(s: &[u8]) -> (usize, usize, usize) {
     })
 }
 
+/// Base64 (standard or URL alphabet) whose decoding is printable ASCII text: encoded words
+/// (`bm90X3ZhbGlk…` is `not_valid…`), not key material, which decodes to binary (30 random bytes
+/// are all printable with probability 0.37^30).
+fn encodes_text(tok: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(tok) else {
+        return false;
+    };
+    let usable = s.len() - s.len() % 4;
+    let Some(decoded) = s.get(..usable).and_then(super::validate::base64_decode) else {
+        return false;
+    };
+    decoded.len() >= 12
+        && decoded.iter().all(|&b| b.is_ascii_graphic() || b == b' ')
+        && decoded.iter().filter(|b| b.is_ascii_alphabetic()).count() * 10 >= decoded.len() * 6
+}
+
+const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/// A token in Bitcoin-address shape (base58, 26–35 chars, starting with `1` or `3`) whose
+/// base58check checksum fails: a made-up or mistyped address, not random key material. (A
+/// valid one stays a secret: an address is personal data.)
+fn invalid_base58_address(tok: &[u8]) -> bool {
+    if !(26..=35).contains(&tok.len()) || !matches!(tok.first(), Some(b'1' | b'3')) {
+        return false;
+    }
+    // base58 -> bytes (big-endian), at most 25 bytes for an address
+    let mut num = [0u8; 40];
+    for &c in tok {
+        let Some(mut carry) = BASE58.iter().position(|&b| b == c) else {
+            return false;
+        };
+        for byte in num.iter_mut().rev() {
+            carry += usize::from(*byte) * 58;
+            *byte = (carry & 0xff) as u8;
+            carry >>= 8;
+        }
+        if carry != 0 {
+            return false;
+        }
+    }
+    let leading = tok.iter().take_while(|&&b| b == b'1').count();
+    let first_nz = num.iter().position(|&b| b != 0).unwrap_or(num.len());
+    let mut bytes = vec![0u8; leading];
+    bytes.extend_from_slice(num.get(first_nz..).unwrap_or(&[]));
+    if bytes.len() != 25 {
+        return true;
+    }
+    let (payload, check) = bytes.split_at(21);
+    let once = sha2::Sha256::digest(payload);
+    let twice = sha2::Sha256::digest(once);
+    twice.get(..4) != Some(check)
+}
+
 /// Whether a token (a maximal run of [`is_token_byte`]s) is a secret by its content. The line:
 ///
-/// - kept (not a secret): shorter than [`MIN_TOKEN_LEN`]; only hex digits and dashes (uuids,
+/// - kept (not a secret): shorter than [`MIN_TOKEN_LEN`]; filler or an alphabet run
+///   ([`super::validate::is_filler`]); base64 of printable text; only hex digits and dashes (uuids,
 ///   hashes, trace and ray ids: the normalizer owns those); only digits and separators; base64 of
 ///   JSON or PEM (`eyJ…`, `LS0t…`: `@jwt` and `@base64_blob` judge those by their shape);
 ///   subresource-integrity hashes (`sha384-…`); a `prefix_` in [`SAFE_ID_PREFIXES`];
@@ -184,6 +257,13 @@ pub fn is_secret_token(tok: &[u8]) -> bool {
     {
         return false;
     }
+    if super::validate::is_filler(std::str::from_utf8(tok).unwrap_or(""))
+        || super::validate::is_sequential(tok)
+        || encodes_text(tok)
+        || invalid_base58_address(tok)
+    {
+        return false;
+    }
     if let Some((prefix, body)) = split_prefix(tok) {
         let safe = SAFE_ID_PREFIXES.iter().any(|p| p.as_bytes() == prefix)
             || (prefix == b"pk" && (tok.starts_with(b"pk_live_") || tok.starts_with(b"pk_test_")));
@@ -195,8 +275,14 @@ pub fn is_secret_token(tok: &[u8]) -> bool {
             if d > 0 && u + l > 0 {
                 let h = shannon(body);
                 let hex = body.iter().all(u8::is_ascii_hexdigit);
+                // a hex body is a hash as often as a secret (`__wbg_new_bb74001155cb8ca8` is a
+                // wasm-bindgen function): only under a prefix that means a credential
                 let limit = if hex {
-                    3.0
+                    if credential_prefix(tok) {
+                        3.0
+                    } else {
+                        f64::INFINITY
+                    }
                 } else {
                     entropy_limit(body.len(), 62)
                 };
@@ -283,6 +369,26 @@ fn judge_piece(bytes: &[u8], mut start: usize, end: usize, out: &mut Vec<Hit>) {
 }
 
 fn judge_token(bytes: &[u8], start: usize, end: usize, out: &mut Vec<Hit>) {
+    // one part of a dotted compound (`a.b.c`: JWT-, Discord- and SendGrid-like tokens, host
+    // names, file names) is left to the shape rules, which know those formats
+    let dotted = |i: Option<usize>| i.and_then(|i| bytes.get(i)).is_some_and(|&b| b == b'.');
+    let before = start.checked_sub(1);
+    let glued_before = dotted(before)
+        && before
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| bytes.get(i))
+            .is_some_and(|&b| !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'`'));
+    let glued_after = dotted(Some(end)) && bytes.get(end + 1).is_some_and(|&b| is_token_byte(b));
+    // the right part of a `word:token` compound without a space (`bot123:AAH…`, `urn:x:…`):
+    // `user:password` pairs have rules of their own (`@curl_user`, `@url_userinfo`, …)
+    let colon_compound = before.and_then(|i| bytes.get(i)) == Some(&b':')
+        && before
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| bytes.get(i))
+            .is_some_and(u8::is_ascii_alphanumeric);
+    if glued_before || glued_after || colon_compound {
+        return;
+    }
     if let Some(tok) = bytes.get(start..end)
         && is_secret_token(tok)
     {
@@ -328,8 +434,8 @@ mod tests {
                 "sess_8f3a9c2e7b1d4f60a5e9",
             ),
             (
-                "token=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg==",
-                "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg==",
+                "token=q8Zr3T0fWm1XcV7bN4kJ2pLs9HdYg6Ea5uRiOt==",
+                "q8Zr3T0fWm1XcV7bN4kJ2pLs9HdYg6Ea5uRiOt==",
             ),
             (
                 "t 9dk9n369oxrsq3qge7b6djzrge87gevxqrmidcgs2q5hmrriz2td88n5mhf3trbr",
@@ -358,6 +464,10 @@ mod tests {
             "my_function_name_2024_version_two_and_more",
             "/_next/static/chunks/pages/_app-1a2b3c4d5e6f7a8b.js",
             "page=2&limit=Infinity&sort=created_at_desc",
+            "meraki: abdefghjk0123456789mnopqrstuvwx12345678",
+            "b64 bm90X3ZhbGlkX2pzb25fYXRfYWxsX2F0X2FsbA",
+            "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "at __wbg_new_bb74001155cb8ca8 (file:///srv/app/index.js:1:2)",
         ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
         }

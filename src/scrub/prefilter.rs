@@ -126,6 +126,11 @@ pub fn short_vendor_prefixes(text: &[u8]) -> bool {
             .any(|w| w[0] == b'%' && w[1] == b'7' && (w[2] == b'C' || w[2] == b'c'))
 }
 
+/// `@high_entropy`: a token run of at least [`super::entropy::MIN_TOKEN_LEN`] bytes.
+pub fn token_run20(text: &[u8]) -> bool {
+    token_run(text, super::entropy::MIN_TOKEN_LEN)
+}
+
 /// A run of at least `min` bytes of `[A-Za-z0-9+/=_-]` (a token the entropy finder looks at).
 pub fn token_run(text: &[u8], min: usize) -> bool {
     let mut run = 0usize;

@@ -396,6 +396,49 @@ pub static RULES: &[RuleSpec] = &[
         find: None,
     },
     RuleSpec {
+        id: "@vendor_context",
+        kind: "api_key",
+        method: Method::Replace,
+        // Vendor tokens without a prefix of their own, recognised by a keyword before them
+        // (gitleaks' `sumologic-access-id/-token`, `sourcegraph-access-token`,
+        // `jfrog-api-key/-identity-token`, and detect-secrets' telegram and mailchimp plugins).
+        pattern: r#"(?x)
+            (?:[Ss]umo|SUMO)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
+            (?P<s1>su[A-Za-z0-9]{12}|[A-Za-z0-9]{64})\b
+          | (?i:sourcegraph)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
+            (?P<s2>[a-fA-F0-9]{40})\b
+          | (?i:jfrog|artifactory|bintray|xray)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=,])\s*["'`]?
+            (?P<s3>[a-zA-Z0-9]{73}|[a-z0-9]{64})\b
+          | \b(?P<s4>[0-9]{8,10}:AA[0-9A-Za-z_-]{33})(?:[^0-9A-Za-z_-]|$)          # Telegram bot token
+          | \b(?P<s5>[0-9a-f]{32}-us[0-9]{1,2})\b                                # Mailchimp
+        "#,
+        check: None,
+        keywords: &[
+            "sumo",
+            "sourcegraph",
+            "jfrog",
+            "artifactory",
+            "bintray",
+            "xray",
+            ":aa",
+            "-us",
+        ],
+        scan: None,
+        find: None,
+    },
+    RuleSpec {
+        id: "@gcp_service_account",
+        kind: "service_account",
+        method: Method::Replace,
+        // The marker line of a GCP service-account key file (gitleaks' `gcp-service-account`);
+        // its `private_key` goes by `@private_key`.
+        pattern: r#"(?x)"type"\s*:\s*"(?P<s>service_account)""#,
+        check: None,
+        keywords: &["service_account"],
+        scan: None,
+        find: None,
+    },
+    RuleSpec {
         id: "@webhook_url",
         kind: "webhook_url",
         method: Method::Replace,
@@ -450,7 +493,7 @@ pub static RULES: &[RuleSpec] = &[
         // reversed comparison `"<value>" == password`.
         pattern: r#"(?xi)
             \bkey\s*=\s*"(?P<k3>[^"\r\n]{1,64})"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
-          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
+          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|pw|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
                   |__secure-|__host-)[A-Za-z0-9_.-]*)
             (?:\[[0-9]*\])?
             (?:
@@ -458,8 +501,8 @@ pub static RULES: &[RuleSpec] = &[
                 (?:\s*:?\s*(?:string|str|&str|const|char|bytes|\[\]byte|text))?   # typed declarations
                 \s*(?:=>|:=|===?|!==?|[.:?+|]{1,3}=|[:=])\s*@?
                 (?:
-                    "(?P<s1>[^"\r\n]*)"
-                  | '(?P<s2>[^'\r\n]*)'
+                    "(?P<s1>(?:[^"\\\r\n]|\\[^\r\n])*)"           # to the closing quote, escapes included
+                  | '(?P<s2>(?:[^'\\\r\n]|\\[^\r\n])*)'
                   | `(?P<s3>[^`\r\n]*)`
                   | \\"(?P<s4>[^"\\\r\n]*)                       # escaped JSON: \"value\"
                   | ["'`]?(?P<s5>(?:[^\s"'`,;&\\]|\\[^"'\s])+)   # bare value
@@ -470,6 +513,8 @@ pub static RULES: &[RuleSpec] = &[
             (?P<k2>[A-Za-z0-9_.]*(?:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
           | ["'](?P<k4>[A-Za-z0-9_.-]{1,64})["']\s*,\s*["'](?P<s9>[^"'\r\n]+)["']        # setProperty("TOKEN", "…")
           | <(?P<k5>[A-Za-z0-9_.-]{1,64})>(?:\s|\\[nrt])*(?P<s10>[^<\s\\]+)          # <token>…</token>
+          | \((?P<k6>[A-Za-z0-9_.-]{1,64})\)\s*=\s*\((?P<s11>[^\r\n]{1,512}?)\)(?:[\s.,;]|$)   # Postgres: Key (token)=(…)
+          | (?:^|\s)--(?P<k7>[A-Za-z0-9_.-]{1,64})\s+(?P<s12>[^\s"'`-][^\s"'`]*)     # --api-key VALUE
             "#,
         check: Some(v::secret_kv),
         keywords: KV_KEYWORDS,
@@ -511,6 +556,48 @@ pub static RULES: &[RuleSpec] = &[
     },
     // ---------------------------------------------------------------- PII
     RuleSpec {
+        id: "@home_user",
+        kind: "user",
+        method: Method::Replace,
+        // The user name in a home-directory path: `C:\Users\<name>`, `/home/<name>`,
+        // `/Users/<name>` (also JSON-escaped `C:\\Users\\`), as Relay's `@userpath`; the check
+        // keeps role accounts (`runner`, `Public`) and URL paths (`/api/Users/5`).
+        pattern: r#"(?x)
+            [A-Za-z]:(?:\\\\|\\|/)(?:Users|Documents\ and\ Settings)(?:\\\\|\\|/)
+            (?:
+                (?P<s1>[^\\/"'`:*?<>|\r\n,;()\[\]{}]{1,64}?)(?:\\|/)    # Windows names may hold spaces
+              | (?P<s2>[^\\/\s"'`:*?<>|,;()\[\]{}]{1,64})
+            )
+          | (?:/home/|/Users/)(?P<s3>[^\\/\s"'`:*?<>|,;()\[\]{}]{1,64})"#,
+        check: Some(v::home_user),
+        keywords: &["\\users", "/users", "/home/", "documents and settings"],
+        scan: None,
+        find: None,
+    },
+    RuleSpec {
+        id: "@ssn",
+        kind: "ssn",
+        method: Method::Replace,
+        // US social security numbers `123-45-6789` / `123 45 6789` with the SSA's validity rules
+        // (area not 000, 666 or 900+, group not 00, serial not 0000), as presidio's recognizer.
+        pattern: r"(?x)\b(?P<s>[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3}\ [0-9]{2}\ [0-9]{4})\b",
+        check: Some(v::ssn),
+        keywords: &[],
+        scan: Some(p::ssn_digits),
+        find: None,
+    },
+    RuleSpec {
+        id: "@uk_nhs",
+        kind: "nhs_number",
+        method: Method::Replace,
+        // UK NHS numbers in their printed grouping 3-3-4 (mod-11 check digit in code).
+        pattern: r"(?x)\b(?P<s>[0-9]{3}-[0-9]{3}-[0-9]{4}|[0-9]{3}\ [0-9]{3}\ [0-9]{4})\b",
+        check: Some(v::uk_nhs),
+        keywords: &[],
+        scan: Some(p::ssn_digits),
+        find: None,
+    },
+    RuleSpec {
         id: "@email",
         kind: "email",
         method: Method::Replace,
@@ -535,6 +622,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r"(?x)
             \b(?P<s>
                 [0-9]{4}(?:[\ -][0-9]{4}){3}(?:[\ -]?[0-9]{1,3})?
+              | [0-9]{4}(?:[\ -][0-9]{4}){2}[\ -][0-9]{1,3}       # 13-15 digits as 4-4-4-n
               | [0-9]{4}[\ -][0-9]{6}[\ -][0-9]{4,5}
               | [0-9]{13,19}
             )\b",
@@ -619,6 +707,20 @@ pub static RULES: &[RuleSpec] = &[
         keywords: &[],
         scan: Some(p::phone_digits),
         find: None,
+    },
+    // ---------------------------------------------------------------- secrets by content
+    RuleSpec {
+        id: "@high_entropy",
+        kind: "secret",
+        method: Method::Replace,
+        // No pattern: tokens judged by their entropy and shape (detect-secrets' high-entropy
+        // plugins, with our guards), see `entropy::is_secret_token`. Last, so that every
+        // shape rule wins a tie.
+        pattern: "",
+        check: None,
+        keywords: &[],
+        scan: Some(p::token_run20),
+        find: Some(super::entropy::find_tokens),
     },
 ];
 
@@ -727,7 +829,7 @@ mod tests {
                     "[redacted:github_token]",
                 ),
             ],
-            &["foo_wWPw5k4aXcaT4fNP0UcnZwJUVFk6LO0pINUx", "ghp_short"],
+            &["gh_pages_branch", "ghp_short"],
         ),
         (
             "@stripe_key",
@@ -826,6 +928,42 @@ mod tests {
                 ),
             ],
             &["glpat-", "the npm_config_cache setting", "shp_not_a_token"],
+        ),
+        (
+            "@vendor_context",
+            &[
+                (
+                    "sumologic.accessId = \"su9OL59biWiJu7\"",
+                    "sumologic.accessId = \"[redacted:api_key]\"",
+                ),
+                (
+                    "sourcegraph: 6d2FabeB6ADd229Bc199FabA28fD3efb57dF0bD3",
+                    "sourcegraph: [redacted:api_key]",
+                ),
+                (
+                    "\"artifactory\", \"z2nusczcq50777dqe4qr4piaer6r064aoldzidn5p3fba3u3wd2s8u18hhjkdng6\"",
+                    "\"artifactory\", \"[redacted:api_key]\"",
+                ),
+                (
+                    "bot 110201543:AAHdqTcvCH1vGWJxfSe1ofSAs0K5PALDsaw failed",
+                    "bot [redacted:api_key] failed",
+                ),
+            ],
+            &[
+                "sumObj = suGyI5imvADdvU",
+                "sumologic_access_id         = \"\"",
+                "export SUMOLOGIC_ACCESSID=XXXXXXXXXXXXXX",
+                "BcAeb6640ad7DAD46AD73687946Ce85047d5C9Bb",
+                "xray tracing enabled: true",
+            ],
+        ),
+        (
+            "@gcp_service_account",
+            &[(
+                "{\"type\": \"service_account\", \"project_id\": \"p\"}",
+                "{\"type\": \"[redacted:service_account]\", \"project_id\": \"p\"}",
+            )],
+            &["service_account missing", "\"type\": \"authorized_user\""],
         ),
         (
             "@webhook_url",
@@ -947,6 +1085,27 @@ mod tests {
                     "<apiToken>abc123</apiToken>",
                     "<apiToken>[redacted:token]</apiToken>",
                 ),
+                (
+                    "Key (secret)=(wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY) already exists.",
+                    "Key (secret)=([redacted:secret]) already exists.",
+                ),
+                (
+                    "body password=tr0ub&dor&x&user=bob",
+                    "body password=[redacted:password]&user=bob",
+                ),
+                (
+                    r#"{"password":"p\"a&ss w","user":"bob"}"#,
+                    r#"{"password":"[redacted:password]","user":"bob"}"#,
+                ),
+                (
+                    "run --softlayer-api-key abcd1234abcd1234 now",
+                    "run --softlayer-api-key [redacted:api_key] now",
+                ),
+                ("X-Shop-Key: abc123", "X-Shop-Key: [redacted:api_key]"),
+                (
+                    "cloudant_pw='abcd1234abcd1234'",
+                    "cloudant_pw='[redacted:password]'",
+                ),
             ],
             &[
                 "password=",
@@ -986,6 +1145,59 @@ mod tests {
                 ".dockercfg: [redacted:encoded_secret]",
             )],
             &["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", "LS0tLS1"],
+        ),
+        (
+            "@home_user",
+            &[
+                (
+                    "at /home/alice/app/src/index.js:3:7",
+                    "at /home/[redacted:user]/app/src/index.js:3:7",
+                ),
+                (
+                    "ENOENT: open 'C:\\Users\\Bob Smith\\AppData\\x.json'",
+                    "ENOENT: open 'C:\\Users\\[redacted:user]\\AppData\\x.json'",
+                ),
+                (
+                    "(/Users/jdoe/Projects/api/worker.js:10:2)",
+                    "(/Users/[redacted:user]/Projects/api/worker.js:10:2)",
+                ),
+                (
+                    r#"{"path":"C:\\Users\\carol\\x"}"#,
+                    r#"{"path":"C:\\Users\\[redacted:user]\\x"}"#,
+                ),
+            ],
+            &[
+                "at /home/runner/work/app/index.js:1:1",
+                "GET https://api.example.com/v1/Users/42 failed",
+                "C:\\Users\\Public\\Documents",
+                "/home/$USER/.config",
+                "cd /srv/home/site",
+            ],
+        ),
+        (
+            "@ssn",
+            &[
+                ("ssn 078-05-1121 on file", "ssn [redacted:ssn] on file"),
+                ("SSN: 536 22 1234.", "SSN: [redacted:ssn]."),
+            ],
+            &[
+                "000-12-3456",
+                "666-12-3456",
+                "912-34-5678",
+                "123-00-4567",
+                "123-45-0000",
+                "123-45-6789",
+                "call 1-415-55-0132",
+                "v1.234-56-7890",
+            ],
+        ),
+        (
+            "@uk_nhs",
+            &[
+                ("nhs 401-023-2137 ok", "nhs [redacted:nhs_number] ok"),
+                ("943 476 5919", "[redacted:nhs_number]"),
+            ],
+            &["401-023-2138", "943 476 5918"],
         ),
         (
             "@email",
@@ -1107,6 +1319,35 @@ mod tests {
                 "took 1234 ms",
                 "01-02-2024",
                 "x +12 y",
+            ],
+        ),
+        (
+            "@high_entropy",
+            &[
+                (
+                    "D1_ERROR: near \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\": syntax error",
+                    "D1_ERROR: near \"[redacted:secret]\": syntax error",
+                ),
+                (
+                    "invalid api key pk_prod_4eC39HqLyjWDarjtT1zdp7dc",
+                    "invalid api key [redacted:secret]",
+                ),
+                (
+                    "unknown session sess_9fKd02LmQx7PzR4tVb81NcWe",
+                    "unknown session [redacted:secret]",
+                ),
+                (
+                    "foo_wWPw5k4aXcaT4fNP0UcnZwJUVFk6LO0pINUx",
+                    "[redacted:secret]",
+                ),
+            ],
+            &[
+                "at Object.handleRequestWithRetries (worker.js:12:34)",
+                "request 123e4567-e89b-12d3-a456-426614174000 failed",
+                "commit 8f953371d3e85eddb89b05ed6b9e680791055315",
+                "customer cus_NffrFeUfNV2Hib9xKQ7 not found",
+                "sort=created_at_desc&page_size=100",
+                "Base64EncoderV2Instance is not a constructor",
             ],
         ),
     ];
