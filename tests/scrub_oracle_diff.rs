@@ -44,11 +44,11 @@ const EXPECTED: &[(&str, &str, usize, usize)] = &[
     ("gitleaks", "@aws_access_key", 1, 0),   // `AKIAXXXXXXXXXXXXXXXX`
     ("gitleaks", "@gcp_service_account", 0, 1), // `"type": "service_account"`
     ("gitleaks", "@github_token", 6, 0),     // `ghp_xxxx…` and kin
-    ("gitleaks", "@high_entropy", 0, 13),    // random tokens of wrong-shape fps
+    ("gitleaks", "@high_entropy", 0, 14),    // random tokens of wrong-shape fps
     ("gitleaks", "@slack_token", 2, 0),      // `xoxb-xxxx…`
     ("gitleaks", "@vendor_context", 0, 6),   // sumologic ids, sourcegraph, jfrog
     ("gitleaks", "@vendor_token", 14, 0),    // `glpat-XXXX…`, `hvs.xxxx…`, …
-    ("presidio", "@high_entropy", 0, 6),     // valid Bitcoin addresses
+    ("presidio", "@high_entropy", 0, 8),     // Bitcoin addresses (2 with a bad checksum)
     ("presidio", "@phone", 3, 0),            // NANP exchange 0/1
     ("presidio", "@ssn", 0, 4),              // US SSNs
     ("presidio", "@uk_nhs", 0, 1),           // `401-023-2137`

@@ -6,8 +6,6 @@
 //! line is on [`is_secret_token`]; [`find_tokens`] is the rule `@high_entropy` of
 //! [`super::rules::RULES`].
 
-use sha2::Digest;
-
 use super::Hit;
 
 /// Shortest token considered (bytes). A 40-character AWS secret access key, `sess_…` and
@@ -181,43 +179,6 @@ fn encodes_text(tok: &[u8]) -> bool {
         && decoded.iter().filter(|b| b.is_ascii_alphabetic()).count() * 10 >= decoded.len() * 6
 }
 
-const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-/// A token in Bitcoin-address shape (base58, 26–35 chars, starting with `1` or `3`) whose
-/// base58check checksum fails: a made-up or mistyped address, not random key material. (A
-/// valid one stays a secret: an address is personal data.)
-fn invalid_base58_address(tok: &[u8]) -> bool {
-    if !(26..=35).contains(&tok.len()) || !matches!(tok.first(), Some(b'1' | b'3')) {
-        return false;
-    }
-    // base58 -> bytes (big-endian), at most 25 bytes for an address
-    let mut num = [0u8; 40];
-    for &c in tok {
-        let Some(mut carry) = BASE58.iter().position(|&b| b == c) else {
-            return false;
-        };
-        for byte in num.iter_mut().rev() {
-            carry += usize::from(*byte) * 58;
-            *byte = (carry & 0xff) as u8;
-            carry >>= 8;
-        }
-        if carry != 0 {
-            return false;
-        }
-    }
-    let leading = tok.iter().take_while(|&&b| b == b'1').count();
-    let first_nz = num.iter().position(|&b| b != 0).unwrap_or(num.len());
-    let mut bytes = vec![0u8; leading];
-    bytes.extend_from_slice(num.get(first_nz..).unwrap_or(&[]));
-    if bytes.len() != 25 {
-        return true;
-    }
-    let (payload, check) = bytes.split_at(21);
-    let once = sha2::Sha256::digest(payload);
-    let twice = sha2::Sha256::digest(once);
-    twice.get(..4) != Some(check)
-}
-
 /// Whether a token (a maximal run of [`is_token_byte`]s) is a secret by its content. The line:
 ///
 /// - kept (not a secret): shorter than [`MIN_TOKEN_LEN`]; filler or an alphabet run
@@ -225,10 +186,10 @@ fn invalid_base58_address(tok: &[u8]) -> bool {
 ///   hashes, trace and ray ids: the normalizer owns those); only digits and separators; base64 of
 ///   JSON or PEM (`eyJ…`, `LS0t…`: `@jwt` and `@base64_blob` judge those by their shape);
 ///   subresource-integrity hashes (`sha384-…`); a `prefix_` in [`SAFE_ID_PREFIXES`];
-/// - `prefix_<body>` (`sess_…`, `pk_prod_…`): the body has 16+ alphanumerics, letters and digits,
-///   and entropy ≥ [`entropy_limit`] (hex bodies: ≥ 3.0, detect-secrets' hex limit);
+/// - `prefix_<body>` (`sess_…`, `pk_prod_…`): the body has 16+ alphanumerics, letters and digits
+///   (or both cases, under a credential prefix: [`CREDENTIAL_PREFIX_WORDS`]), and entropy ≥ [`entropy_limit`] (hex bodies: ≥ 3.0, detect-secrets' hex limit);
 /// - otherwise upper case, lower case and digits all present, entropy ≥ [`entropy_limit`] for a
-///   64-symbol alphabet, class changes on at least 30% of the positions, and less than half of
+///   64-symbol alphabet, class changes on at least 30% of the positions, and less than 60% of
 ///   it in word-like humps (`Base64EncoderV2Instance` is an identifier);
 /// - or lower case and digits only (no hex-only), 32+ chars, entropy ≥ the limit for 36 symbols,
 ///   at least 15% digits.
@@ -260,7 +221,6 @@ pub fn is_secret_token(tok: &[u8]) -> bool {
     if super::validate::is_filler(std::str::from_utf8(tok).unwrap_or(""))
         || super::validate::is_sequential(tok)
         || encodes_text(tok)
-        || invalid_base58_address(tok)
     {
         return false;
     }
@@ -272,7 +232,7 @@ pub fn is_secret_token(tok: &[u8]) -> bool {
         }
         if body.len() >= MIN_PREFIXED_BODY && body.iter().all(u8::is_ascii_alphanumeric) {
             let (u, l, d) = counts(body);
-            if d > 0 && u + l > 0 {
+            if (d > 0 && u + l > 0) || (u > 0 && l > 0 && credential_prefix(tok)) {
                 let h = shannon(body);
                 let hex = body.iter().all(u8::is_ascii_hexdigit);
                 // a hex body is a hash as often as a secret (`__wbg_new_bb74001155cb8ca8` is a
@@ -297,7 +257,7 @@ pub fn is_secret_token(tok: &[u8]) -> bool {
     if u > 0 && l > 0 && d > 0 {
         return shannon(tok) >= entropy_limit(n, 64)
             && transitions(tok) * 10 >= 3 * n
-            && word_share(tok) < 0.5;
+            && word_share(tok) < 0.6;
     }
     if u == 0 && l > 0 && d > 0 && n >= MIN_LOWER_DIGIT_LEN {
         let only_alnum = tok.iter().all(u8::is_ascii_alphanumeric);

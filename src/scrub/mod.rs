@@ -3,7 +3,8 @@
 //!
 //! - [`scrub_text`]: free text (exception messages, stacks, log strings), rule table in
 //!   [`rules::RULES`].
-//! - [`scrub_url`]: userinfo replaced, every query value replaced (keys kept), path scrubbed.
+//! - [`scrub_url`]: userinfo replaced, query values replaced unless benign under a harmless key
+//!   ([`benign_query_value`]: `page=2`, `sort=asc` stay), keys kept, path scrubbed.
 //! - [`scrub_json`]: recursive; values under sensitive keys replaced whole; bounded depth.
 //! - [`scrub_headers`]: allow-list of harmless request headers, everything else redacted.
 //! - [`scrub_cf`]: only `colo`, `country`, `continent` survive.
@@ -39,7 +40,8 @@ pub mod validate;
 
 pub use engine::{compile_rules, scrub_spans};
 pub use structured::{
-    HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, scrub_cf, scrub_headers, scrub_json, scrub_url,
+    HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, QUERY_SENSITIVE_KEYS, benign_query_value,
+    scrub_cf, scrub_headers, scrub_json, scrub_url,
 };
 pub use validate::{KeyClass, classify_key};
 

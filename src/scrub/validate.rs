@@ -512,7 +512,7 @@ fn extend_over_ampersands(text: &str, mut end: usize) -> usize {
             })
             .unwrap_or(rest.len());
         let part = rest.get(..part_len).unwrap_or("");
-        if part.is_empty() || part.contains('=') {
+        if part.contains('=') || (part.is_empty() && !rest.starts_with('&')) {
             break;
         }
         end += 1 + part_len;
