@@ -38,7 +38,7 @@ pub mod rules;
 mod structured;
 pub mod validate;
 
-pub use engine::{compile_rules, scrub_spans};
+pub use engine::{compile_rules, gated_rules, scrub_spans};
 pub use structured::{
     HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, QUERY_SENSITIVE_KEYS, benign_query_value,
     scrub_cf, scrub_headers, scrub_json, scrub_url,
@@ -133,7 +133,7 @@ pub type Check = fn(&str, &regex::Captures, (usize, usize)) -> Option<Hit>;
 pub type Finder = fn(&str, &mut Vec<Hit>);
 
 /// A byte-level pre-check: true when the rule's pattern can possibly match the text (it may say
-/// true when it cannot; it must never say false when it can).
+/// true when it cannot; it must never say false when it can). Each stops at its first evidence.
 pub type Scan = fn(&[u8]) -> bool;
 
 /// One scrubbing rule, declared as data (see [`rules::RULES`]).

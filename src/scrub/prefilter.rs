@@ -9,20 +9,36 @@
 //! fragment) extended to the PII rules, whose "keywords" are byte classes: a digit run for card
 //! numbers and phones, a dotted quad for IPv4, `://` plus `@` for URL userinfo.
 
-/// Largest count of bytes of `counted` inside one run of bytes of `class` (`counted` ⊆ `class`).
-fn max_in_run(text: &[u8], class: impl Fn(u8) -> bool, counted: impl Fn(u8) -> bool) -> usize {
-    let (mut best, mut cur) = (0, 0);
+/// Whether some run of bytes of `class` holds at least `min` bytes of `counted` (`counted` ⊆
+/// `class`); stops at the first such run.
+fn run_holds(
+    text: &[u8],
+    min: usize,
+    class: impl Fn(u8) -> bool,
+    counted: impl Fn(u8) -> bool,
+) -> bool {
+    let mut cur = 0;
     for &b in text {
         if class(b) {
-            if counted(b) {
-                cur += 1;
-                best = best.max(cur);
+            cur += usize::from(counted(b));
+            if cur >= min {
+                return true;
             }
         } else {
             cur = 0;
         }
     }
-    best
+    false
+}
+
+/// Whether `text` has at least `n` ASCII digits at all (a cheap, vectorised pre-check).
+fn digits_at_least(text: &[u8], n: usize) -> bool {
+    text.iter().filter(|b| b.is_ascii_digit()).count() >= n
+}
+
+/// Whether `text` has at least `n` bytes equal to `byte` (vectorised count).
+fn count_at_least(text: &[u8], byte: u8, n: usize) -> bool {
+    text.iter().filter(|&&b| b == byte).count() >= n
 }
 
 /// `@url_userinfo`: `scheme://user@host` needs `://` and an `@`.
@@ -32,6 +48,9 @@ pub fn url_userinfo(text: &[u8]) -> bool {
 
 /// `@base64_credentials`: an `=` right after 8 or more base64 characters.
 pub fn padded_base64(text: &[u8]) -> bool {
+    if !text.contains(&b'=') {
+        return false;
+    }
     let mut run = 0usize;
     for &b in text {
         if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
@@ -49,30 +68,36 @@ pub fn padded_base64(text: &[u8]) -> bool {
 /// `@credit_card`: 13 or more digits in one run of digits, spaces and dashes (an accepted card
 /// has 13–19 digits and only those separators).
 pub fn card_digits(text: &[u8]) -> bool {
-    max_in_run(
-        text,
-        |b| b.is_ascii_digit() || b == b' ' || b == b'-',
-        |b| b.is_ascii_digit(),
-    ) >= 13
+    digits_at_least(text, 13)
+        && run_holds(
+            text,
+            13,
+            |b| b.is_ascii_digit() || b == b' ' || b == b'-',
+            |b| b.is_ascii_digit(),
+        )
 }
 
 /// `@phone`: 8 or more digits in one run of `[0-9 ()+.-]` (an accepted number has at least 8
 /// digits and only those characters).
 pub fn phone_digits(text: &[u8]) -> bool {
-    max_in_run(
-        text,
-        |b| b.is_ascii_digit() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-'),
-        |b| b.is_ascii_digit(),
-    ) >= 8
+    digits_at_least(text, 8)
+        && run_holds(
+            text,
+            8,
+            |b| b.is_ascii_digit() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-'),
+            |b| b.is_ascii_digit(),
+        )
 }
 
-/// `@ssn`: 9 digits in one run of digits, dashes and spaces.
+/// `@ssn`, `@uk_nhs`: 9 digits in one run of digits, dashes and spaces.
 pub fn ssn_digits(text: &[u8]) -> bool {
-    max_in_run(
-        text,
-        |b| b.is_ascii_digit() || b == b' ' || b == b'-',
-        |b| b.is_ascii_digit(),
-    ) >= 9
+    digits_at_least(text, 9)
+        && run_holds(
+            text,
+            9,
+            |b| b.is_ascii_digit() || b == b' ' || b == b'-',
+            |b| b.is_ascii_digit(),
+        )
 }
 
 /// `@iban`: two upper-case letters followed by two digits.
@@ -87,43 +112,51 @@ pub fn iban_start(text: &[u8]) -> bool {
 
 /// `@ipv4`: three dots in one run of digits and dots.
 pub fn dotted_quad(text: &[u8]) -> bool {
-    max_in_run(text, |b| b.is_ascii_digit() || b == b'.', |b| b == b'.') >= 3
+    count_at_least(text, b'.', 3)
+        && digits_at_least(text, 4)
+        && run_holds(text, 3, |b| b.is_ascii_digit() || b == b'.', |b| b == b'.')
 }
 
 /// `@ipv6`: `::`, or six colons in one run of hex digits, colons and dots (the full form has
 /// seven, the IPv4-embedded form six).
 pub fn ipv6_like(text: &[u8]) -> bool {
-    text.windows(2).any(|w| w == b"::")
-        || max_in_run(
-            text,
-            |b| b.is_ascii_hexdigit() || b == b':' || b == b'.',
-            |b| b == b':',
-        ) >= 6
+    count_at_least(text, b':', 2)
+        && (text.windows(2).any(|w| w == b"::")
+            || count_at_least(text, b':', 6)
+                && run_holds(
+                    text,
+                    6,
+                    |b| b.is_ascii_hexdigit() || b == b':' || b == b'.',
+                    |b| b == b':',
+                ))
 }
 
 /// `@mac`: five colons (or five dashes) in one run of hex digits and that separator, or two dots
 /// in a run of hex digits and dots (`0012.3456.789A`).
 pub fn mac_like(text: &[u8]) -> bool {
-    let seps = |sep: u8| max_in_run(text, |b| b.is_ascii_hexdigit() || b == sep, |b| b == sep);
-    seps(b':') >= 5 || seps(b'-') >= 5 || seps(b'.') >= 2
+    let seps = |sep: u8, min: usize| {
+        count_at_least(text, sep, min)
+            && run_holds(
+                text,
+                min,
+                |b| b.is_ascii_hexdigit() || b == sep,
+                |b| b == sep,
+            )
+    };
+    seps(b':', 5) || seps(b'-', 5) || seps(b'.', 2)
 }
 
-/// The split-out short vendor prefixes of `@vendor_token`: `AC`/`SK` + 32 lower-case hex
-/// (Twilio), `pat` (Airtable), `re_` (Resend), `Q~` (Azure AD), `|` or `%7C` (Facebook).
-pub fn short_vendor_prefixes(text: &[u8]) -> bool {
-    let twilio = text.windows(34).any(|w| {
-        (w.starts_with(b"AC") || w.starts_with(b"SK"))
-            && w[2..]
-                .iter()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    });
-    twilio
-        || text.windows(3).any(|w| w == b"pat" || w == b"re_")
-        || text.windows(2).any(|w| w == b"Q~")
-        || text.contains(&b'|')
-        || text
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'7' && (w[2] == b'C' || w[2] == b'c'))
+/// The split-out short vendor prefixes of `@vendor_token` whose keywords are too short or common
+/// for the keyword pass: Twilio's `AC`/`SK` + 32 lower-case hex needs a run of 32 `[0-9a-f]`
+/// (the others, `pat`, `re_`, `Q~`, `|`, `%7C`, are keywords of the rule).
+pub fn twilio_hex(text: &[u8]) -> bool {
+    text.len() >= 34
+        && run_holds(
+            text,
+            32,
+            |b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            |_| true,
+        )
 }
 
 /// `@high_entropy`: a token run of at least [`super::entropy::MIN_TOKEN_LEN`] bytes.
@@ -171,8 +204,8 @@ mod tests {
         assert!(mac_like(b"00:1A:2B:3C:4D:5E"));
         assert!(mac_like(b"0012.3456.789A"));
         assert!(!mac_like(b"12:34:56"));
-        assert!(short_vendor_prefixes(b"SK0123456789abcdef0123456789abcdef"));
-        assert!(!short_vendor_prefixes(b"ACCESS denied"));
+        assert!(twilio_hex(b"SK0123456789abcdef0123456789abcdef"));
+        assert!(!twilio_hex(b"ACCESS denied"));
         assert!(token_run(b"x wJalrXUtnFEMI/K7MDENG y", 20));
         assert!(!token_run(b"short words only", 20));
     }

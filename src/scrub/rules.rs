@@ -391,8 +391,8 @@ pub static RULES: &[RuleSpec] = &[
               | [0-9]{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}       # Facebook app token
             )",
         check: None,
-        keywords: &[],
-        scan: Some(p::short_vendor_prefixes),
+        keywords: &["pat", "re_", "q~", "|", "%7c"],
+        scan: Some(p::twilio_hex),
         find: None,
     },
     RuleSpec {
