@@ -31,6 +31,7 @@ fn source(file: &str) -> Option<SourceEval> {
     let src = scrub::evaluate_file(&data, file).unwrap_or_else(|e| panic!("{e}"));
     let ev = scrub::ScrubEval {
         sources: vec![src.clone()],
+        captured: Vec::new(),
     };
     eprintln!("{}", ev.render());
     let misses: Vec<String> = src
@@ -74,4 +75,24 @@ fn presidio_corpus() {
         return;
     };
     kept_no_lower(&src);
+}
+
+#[test]
+fn captured_text_keeps_what_it_kept() {
+    let Some(data) = common::shared_data_or_skip("trace-items", "scrub corpus") else {
+        return;
+    };
+    let Some(data) = data.parent() else { return };
+    for (file, before) in scrub::CAPTURED {
+        if !data.join(file).exists() {
+            eprintln!("SKIPPED {file}: not found");
+            continue;
+        }
+        let c = scrub::evaluate_captured(data, file, before).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{file}: kept {}/{} (before issue 9: {before})",
+            c.kept, c.strings
+        );
+        assert!(c.kept >= before, "{file}: kept {} < {before}", c.kept);
+    }
 }
