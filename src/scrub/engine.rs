@@ -139,10 +139,11 @@ fn gate(text: &str) -> RuleMask {
         }
     }
     let bytes = text.as_bytes();
+    let stats = super::prefilter::Stats::of(bytes);
     for (i, rule) in RULES.iter().enumerate() {
         if let Some(scan) = rule.scan
             && mask & bit(i) == 0
-            && scan(bytes)
+            && scan(bytes, &stats)
         {
             mask |= bit(i);
         }

@@ -132,9 +132,11 @@ pub type Check = fn(&str, &regex::Captures, (usize, usize)) -> Option<Hit>;
 /// Pushes the accepted spans of `text` (byte offsets, on char boundaries) to the vector.
 pub type Finder = fn(&str, &mut Vec<Hit>);
 
-/// A byte-level pre-check: true when the rule's pattern can possibly match the text (it may say
-/// true when it cannot; it must never say false when it can). Each stops at its first evidence.
-pub type Scan = fn(&[u8]) -> bool;
+/// A byte-level pre-check on the text and its byte counts ([`prefilter::Stats`], one pass per
+/// text): true when the rule's pattern can possibly match (it may say true when it cannot; it
+/// must never say false when it can). Each first looks at the counts, then stops at its first
+/// evidence.
+pub type Scan = fn(&[u8], &prefilter::Stats) -> bool;
 
 /// One scrubbing rule, declared as data (see [`rules::RULES`]).
 ///

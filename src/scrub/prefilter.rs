@@ -31,24 +31,58 @@ fn run_holds(
     false
 }
 
-/// Whether `text` has at least `n` ASCII digits at all (a cheap, vectorised pre-check).
-fn digits_at_least(text: &[u8], n: usize) -> bool {
-    text.iter().filter(|b| b.is_ascii_digit()).count() >= n
+/// How often each byte occurs in a text: one pass, then every scan's first test is a lookup.
+#[derive(Clone)]
+pub struct Stats {
+    hist: [u32; 256],
 }
 
-/// Whether `text` has at least `n` bytes equal to `byte` (vectorised count).
-fn count_at_least(text: &[u8], byte: u8, n: usize) -> bool {
-    text.iter().filter(|&&b| b == byte).count() >= n
+impl Stats {
+    /// Counts the bytes of `text`.
+    pub fn of(text: &[u8]) -> Stats {
+        let mut hist = [0u32; 256];
+        for &b in text {
+            hist[usize::from(b)] += 1;
+        }
+        Stats { hist }
+    }
+
+    /// Occurrences of `b`.
+    pub fn count(&self, b: u8) -> usize {
+        self.hist[usize::from(b)] as usize
+    }
+
+    /// Occurrences of the bytes in `lo..=hi`.
+    fn range(&self, lo: u8, hi: u8) -> usize {
+        self.hist[usize::from(lo)..=usize::from(hi)]
+            .iter()
+            .map(|&c| c as usize)
+            .sum()
+    }
+
+    /// ASCII digits.
+    pub fn digits(&self) -> usize {
+        self.range(b'0', b'9')
+    }
+}
+
+fn digit_run(text: &[u8], min: usize, sep: impl Fn(u8) -> bool) -> bool {
+    run_holds(
+        text,
+        min,
+        |b| b.is_ascii_digit() || sep(b),
+        |b| b.is_ascii_digit(),
+    )
 }
 
 /// `@url_userinfo`: `scheme://user@host` needs `://` and an `@`.
-pub fn url_userinfo(text: &[u8]) -> bool {
-    text.contains(&b'@') && text.windows(3).any(|w| w == b"://")
+pub fn url_userinfo(text: &[u8], st: &Stats) -> bool {
+    st.count(b'@') > 0 && st.count(b'/') >= 2 && text.windows(3).any(|w| w == b"://")
 }
 
 /// `@base64_credentials`: an `=` right after 8 or more base64 characters.
-pub fn padded_base64(text: &[u8]) -> bool {
-    if !text.contains(&b'=') {
+pub fn padded_base64(text: &[u8], st: &Stats) -> bool {
+    if st.count(b'=') == 0 {
         return false;
     }
     let mut run = 0usize;
@@ -67,62 +101,50 @@ pub fn padded_base64(text: &[u8]) -> bool {
 
 /// `@credit_card`: 13 or more digits in one run of digits, spaces and dashes (an accepted card
 /// has 13–19 digits and only those separators).
-pub fn card_digits(text: &[u8]) -> bool {
-    digits_at_least(text, 13)
-        && run_holds(
-            text,
-            13,
-            |b| b.is_ascii_digit() || b == b' ' || b == b'-',
-            |b| b.is_ascii_digit(),
-        )
+pub fn card_digits(text: &[u8], st: &Stats) -> bool {
+    st.digits() >= 13 && digit_run(text, 13, |b| b == b' ' || b == b'-')
 }
 
 /// `@phone`: 8 or more digits in one run of `[0-9 ()+.-]` (an accepted number has at least 8
 /// digits and only those characters).
-pub fn phone_digits(text: &[u8]) -> bool {
-    digits_at_least(text, 8)
-        && run_holds(
-            text,
-            8,
-            |b| b.is_ascii_digit() || matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-'),
-            |b| b.is_ascii_digit(),
-        )
+pub fn phone_digits(text: &[u8], st: &Stats) -> bool {
+    st.digits() >= 8
+        && digit_run(text, 8, |b| {
+            matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-')
+        })
 }
 
 /// `@ssn`, `@uk_nhs`: 9 digits in one run of digits, dashes and spaces.
-pub fn ssn_digits(text: &[u8]) -> bool {
-    digits_at_least(text, 9)
-        && run_holds(
-            text,
-            9,
-            |b| b.is_ascii_digit() || b == b' ' || b == b'-',
-            |b| b.is_ascii_digit(),
-        )
+pub fn ssn_digits(text: &[u8], st: &Stats) -> bool {
+    st.digits() >= 9 && digit_run(text, 9, |b| b == b' ' || b == b'-')
 }
 
 /// `@iban`: two upper-case letters followed by two digits.
-pub fn iban_start(text: &[u8]) -> bool {
-    text.windows(4).any(|w| {
-        w[0].is_ascii_uppercase()
-            && w[1].is_ascii_uppercase()
-            && w[2].is_ascii_digit()
-            && w[3].is_ascii_digit()
-    })
+pub fn iban_start(text: &[u8], st: &Stats) -> bool {
+    st.digits() >= 2
+        && st.range(b'A', b'Z') >= 2
+        && text.windows(4).any(|w| {
+            w[0].is_ascii_uppercase()
+                && w[1].is_ascii_uppercase()
+                && w[2].is_ascii_digit()
+                && w[3].is_ascii_digit()
+        })
 }
 
 /// `@ipv4`: three dots in one run of digits and dots.
-pub fn dotted_quad(text: &[u8]) -> bool {
-    count_at_least(text, b'.', 3)
-        && digits_at_least(text, 4)
+pub fn dotted_quad(text: &[u8], st: &Stats) -> bool {
+    st.count(b'.') >= 3
+        && st.digits() >= 4
         && run_holds(text, 3, |b| b.is_ascii_digit() || b == b'.', |b| b == b'.')
 }
 
 /// `@ipv6`: `::`, or six colons in one run of hex digits, colons and dots (the full form has
 /// seven, the IPv4-embedded form six).
-pub fn ipv6_like(text: &[u8]) -> bool {
-    count_at_least(text, b':', 2)
+pub fn ipv6_like(text: &[u8], st: &Stats) -> bool {
+    let colons = st.count(b':');
+    colons >= 2
         && (text.windows(2).any(|w| w == b"::")
-            || count_at_least(text, b':', 6)
+            || colons >= 6
                 && run_holds(
                     text,
                     6,
@@ -133,9 +155,9 @@ pub fn ipv6_like(text: &[u8]) -> bool {
 
 /// `@mac`: five colons (or five dashes) in one run of hex digits and that separator, or two dots
 /// in a run of hex digits and dots (`0012.3456.789A`).
-pub fn mac_like(text: &[u8]) -> bool {
+pub fn mac_like(text: &[u8], st: &Stats) -> bool {
     let seps = |sep: u8, min: usize| {
-        count_at_least(text, sep, min)
+        st.count(sep) >= min
             && run_holds(
                 text,
                 min,
@@ -147,10 +169,13 @@ pub fn mac_like(text: &[u8]) -> bool {
 }
 
 /// The split-out short vendor prefixes of `@vendor_token` whose keywords are too short or common
-/// for the keyword pass: Twilio's `AC`/`SK` + 32 lower-case hex needs a run of 32 `[0-9a-f]`
-/// (the others, `pat`, `re_`, `Q~`, `|`, `%7C`, are keywords of the rule).
-pub fn twilio_hex(text: &[u8]) -> bool {
-    text.len() >= 34
+/// for the keyword pass: Twilio's `AC`/`SK` + 32 lower-case hex needs those letters and a run of
+/// 32 `[0-9a-f]` (the others, `pat`, `re_`, `Q~`, `|`, `%7C`, are keywords of the rule).
+pub fn twilio_hex(text: &[u8], st: &Stats) -> bool {
+    let prefix =
+        (st.count(b'A') > 0 && st.count(b'C') > 0) || (st.count(b'S') > 0 && st.count(b'K') > 0);
+    prefix
+        && st.digits() + st.range(b'a', b'f') >= 32
         && run_holds(
             text,
             32,
@@ -160,12 +185,15 @@ pub fn twilio_hex(text: &[u8]) -> bool {
 }
 
 /// `@high_entropy`: a token run of at least [`super::entropy::MIN_TOKEN_LEN`] bytes.
-pub fn token_run20(text: &[u8]) -> bool {
+pub fn token_run20(text: &[u8], _st: &Stats) -> bool {
     token_run(text, super::entropy::MIN_TOKEN_LEN)
 }
 
 /// A run of at least `min` bytes of `[A-Za-z0-9+/=_-]` (a token the entropy finder looks at).
 pub fn token_run(text: &[u8], min: usize) -> bool {
+    if text.len() < min {
+        return false;
+    }
     let mut run = 0usize;
     for &b in text {
         if super::entropy::is_token_byte(b) {
@@ -184,29 +212,42 @@ pub fn token_run(text: &[u8], min: usize) -> bool {
 mod tests {
     use super::*;
 
+    fn yes(scan: fn(&[u8], &Stats) -> bool, text: &str) -> bool {
+        scan(text.as_bytes(), &Stats::of(text.as_bytes()))
+    }
+
     #[test]
     fn scans_say_yes_and_no() {
-        assert!(url_userinfo(b"postgres://a:b@h"));
-        assert!(!url_userinfo(b"https://example.com/a"));
-        assert!(padded_base64(b"x: YWRtaW46cGFzc3dvcmQ="));
-        assert!(!padded_base64(b"a=b"));
-        assert!(card_digits(b"4111 1111 1111 1111"));
-        assert!(!card_digits(b"id 123456789012"));
-        assert!(phone_digits(b"+1 415 555 0132"));
-        assert!(!phone_digits(b"port 8080"));
-        assert!(iban_start(b"DE89 3704"));
-        assert!(!iban_start(b"de89 3704"));
-        assert!(dotted_quad(b"10.0.0.1"));
-        assert!(!dotted_quad(b"v1.2.3"));
-        assert!(ipv6_like(b"fe80::1"));
-        assert!(ipv6_like(b"2001:db8:0:0:0:0:0:1"));
-        assert!(!ipv6_like(b"app.js:12:34"));
-        assert!(mac_like(b"00:1A:2B:3C:4D:5E"));
-        assert!(mac_like(b"0012.3456.789A"));
-        assert!(!mac_like(b"12:34:56"));
-        assert!(twilio_hex(b"SK0123456789abcdef0123456789abcdef"));
-        assert!(!twilio_hex(b"ACCESS denied"));
-        assert!(token_run(b"x wJalrXUtnFEMI/K7MDENG y", 20));
-        assert!(!token_run(b"short words only", 20));
+        assert!(yes(url_userinfo, "postgres://a:b@h"));
+        assert!(!yes(url_userinfo, "https://example.com/a"));
+        assert!(yes(padded_base64, "x: YWRtaW46cGFzc3dvcmQ="));
+        assert!(!yes(padded_base64, "a=b"));
+        assert!(yes(card_digits, "4111 1111 1111 1111"));
+        assert!(!yes(card_digits, "id 123456789012"));
+        assert!(yes(phone_digits, "+1 415 555 0132"));
+        assert!(!yes(phone_digits, "port 8080"));
+        assert!(yes(ssn_digits, "078-05-1121"));
+        assert!(!yes(ssn_digits, "07-05-11"));
+        assert!(yes(iban_start, "DE89 3704"));
+        assert!(!yes(iban_start, "de89 3704"));
+        assert!(yes(dotted_quad, "10.0.0.1"));
+        assert!(!yes(dotted_quad, "v1.2.3"));
+        assert!(yes(ipv6_like, "fe80::1"));
+        assert!(yes(ipv6_like, "2001:db8:0:0:0:0:0:1"));
+        assert!(!yes(ipv6_like, "app.js:12:34"));
+        assert!(yes(mac_like, "00:1A:2B:3C:4D:5E"));
+        assert!(yes(mac_like, "0012.3456.789A"));
+        assert!(!yes(mac_like, "12:34:56"));
+        assert!(yes(twilio_hex, "SK0123456789abcdef0123456789abcdef"));
+        assert!(!yes(twilio_hex, "ACCESS denied"));
+        assert!(yes(token_run20, "x wJalrXUtnFEMI/K7MDENG y"));
+        assert!(!yes(token_run20, "short words only"));
+    }
+
+    #[test]
+    fn stats_count_bytes() {
+        let st = Stats::of(b"a1:b2::");
+        assert_eq!(st.count(b':'), 3);
+        assert_eq!(st.digits(), 2);
     }
 }
