@@ -488,11 +488,14 @@ pub static RULES: &[RuleSpec] = &[
         id: "@secret_kv",
         kind: "secret",
         method: Method::Replace,
+        // (Unbounded repetitions, lengths checked in code: a counted repetition of a Unicode
+        // negated class, `[^"\r\n]{1,512}`, compiles to hundreds of UTF-8 automata, milliseconds
+        // of a fresh isolate's first call.)
         // `<key> <op> <value>` where the key names a secret (password, token, api_key, secret,
         // auth, cookie, session, ...); `classify_key` decides, and names the kind. Also the
         // reversed comparison `"<value>" == password`.
         pattern: r#"(?xi)
-            \bkey\s*=\s*"(?P<k3>[^"\r\n]{1,64})"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
+            \bkey\s*=\s*"(?P<k3>[^"\r\n]+)"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
           | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|pw|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
                   |__secure-|__host-)[A-Za-z0-9_.-]*)
             (?:\[[0-9]*\])?
@@ -513,7 +516,7 @@ pub static RULES: &[RuleSpec] = &[
             (?P<k2>[A-Za-z0-9_.]*(?:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
           | ["'](?P<k4>[A-Za-z0-9_.-]{1,64})["']\s*,\s*["'](?P<s9>[^"'\r\n]+)["']        # setProperty("TOKEN", "…")
           | <(?P<k5>[A-Za-z0-9_.-]{1,64})>(?:\s|\\[nrt])*(?P<s10>[^<\s\\]+)          # <token>…</token>
-          | \((?P<k6>[A-Za-z0-9_.-]{1,64})\)\s*=\s*\((?P<s11>[^\r\n]{1,512}?)\)(?:[\s.,;]|$)   # Postgres: Key (token)=(…)
+          | \((?P<k6>[A-Za-z0-9_.-]{1,64})\)\s*=\s*\((?P<s11>[^)\r\n]+)\)(?:[\s.,;]|$)   # Postgres: Key (token)=(…)
           | (?:^|\s)--(?P<k7>[A-Za-z0-9_.-]{1,64})\s+(?P<s12>[^\s"'`-][^\s"'`]*)     # --api-key VALUE
             "#,
         check: Some(v::secret_kv),
@@ -565,10 +568,10 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r#"(?x)
             [A-Za-z]:(?:\\\\|\\|/)(?:Users|Documents\ and\ Settings)(?:\\\\|\\|/)
             (?:
-                (?P<s1>[^\\/"'`:*?<>|\r\n,;()\[\]{}]{1,64}?)(?:\\|/)    # Windows names may hold spaces
-              | (?P<s2>[^\\/\s"'`:*?<>|,;()\[\]{}]{1,64})
+                (?P<s1>[^\\/"'`:*?<>|\r\n,;()\[\]{}]+?)(?:\\|/)    # Windows names may hold spaces
+              | (?P<s2>[^\\/\s"'`:*?<>|,;()\[\]{}]+)
             )
-          | (?:/home/|/Users/)(?P<s3>[^\\/\s"'`:*?<>|,;()\[\]{}]{1,64})"#,
+          | (?:/home/|/Users/)(?P<s3>[^\\/\s"'`:*?<>|,;()\[\]{}]+)"#,
         check: Some(v::home_user),
         keywords: &["\\users", "/users", "/home/", "documents and settings"],
         scan: None,

@@ -545,6 +545,9 @@ pub(crate) fn secret_kv(text: &str, c: &Captures, span: (usize, usize)) -> Optio
     let key = ["k", "k2", "k3", "k4", "k5", "k6", "k7"]
         .iter()
         .find_map(|n| c.name(n))?;
+    if c.name("k3").is_some() && key.as_str().chars().count() > 64 {
+        return None;
+    }
     // the key starts at an identifier boundary (no `bypass` -> `ypass` on a retry); a CLI
     // flag's key starts after its `--`
     let flag = c.name("k7").is_some();
@@ -952,12 +955,15 @@ pub const HOME_ROLE_ACCOUNTS: &[&str] = &[
     "www-data",
 ];
 
-/// `@home_user`: the name is no role account ([`HOME_ROLE_ACCOUNTS`]) nor a placeholder
+/// `@home_user`: the name has at most 64 chars, is no role account ([`HOME_ROLE_ACCOUNTS`]) nor a placeholder
 /// (`$USER`, `%USERNAME%`, `<user>`), and the path is not inside a URL or a longer path
 /// (`https://x.io/api/Users/5`, `/srv/home/x`): the char before the leading `/` (or the drive
 /// letter) must not be a letter, digit, `.`, `-`, `_` or `%`.
 pub(crate) fn home_user(text: &str, c: &Captures, span: (usize, usize)) -> Option<Hit> {
     let name = text.get(span.0..span.1)?;
+    if name.chars().count() > 64 {
+        return None;
+    }
     let whole = c.get(0)?;
     if char_before(text, whole.start())
         .is_some_and(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_' | '%'))
