@@ -31,38 +31,101 @@ fn run_holds(
     false
 }
 
-/// How often each byte occurs in a text: one pass, then every scan's first test is a lookup.
-#[derive(Clone)]
+// The byte slots `Stats` counts (everything else goes to `OTHER`).
+const DIGIT: usize = 0;
+const COLON: usize = 1;
+const DOT: usize = 2;
+const DASH: usize = 3;
+const AT: usize = 4;
+const EQ: usize = 5;
+const SLASH: usize = 6;
+const UPPER_A: usize = 7;
+const UPPER_C: usize = 8;
+const UPPER_S: usize = 9;
+const UPPER_K: usize = 10;
+const UPPER: usize = 11; // other upper-case letters
+const LOWER_HEX: usize = 12; // a-f
+const OTHER: usize = 13;
+const SLOTS: usize = 14;
+
+const fn slot_table() -> [u8; 256] {
+    let mut t = [OTHER as u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let slot = match b {
+            b'0'..=b'9' => DIGIT,
+            b':' => COLON,
+            b'.' => DOT,
+            b'-' => DASH,
+            b'@' => AT,
+            b'=' => EQ,
+            b'/' => SLASH,
+            b'A' => UPPER_A,
+            b'C' => UPPER_C,
+            b'S' => UPPER_S,
+            b'K' => UPPER_K,
+            b'B'..=b'Z' => UPPER,
+            b'a'..=b'f' => LOWER_HEX,
+            _ => OTHER,
+        };
+        t[i] = slot as u8;
+        i += 1;
+    }
+    t
+}
+
+static SLOT: [u8; 256] = slot_table();
+
+/// Counts of the bytes the scans care about (digits, `:`, `.`, `-`, `@`, `=`, `/`, upper-case
+/// letters, `a`–`f`), in one pass over a text; every scan's first test is a lookup here.
+#[derive(Clone, Copy)]
 pub struct Stats {
-    hist: [u32; 256],
+    counts: [u32; SLOTS],
 }
 
 impl Stats {
     /// Counts the bytes of `text`.
     pub fn of(text: &[u8]) -> Stats {
-        let mut hist = [0u32; 256];
+        let mut counts = [0u32; SLOTS];
         for &b in text {
-            hist[usize::from(b)] += 1;
+            if let Some(c) = counts.get_mut(usize::from(SLOT[usize::from(b)])) {
+                *c += 1;
+            }
         }
-        Stats { hist }
+        Stats { counts }
     }
 
-    /// Occurrences of `b`.
+    fn slot(&self, i: usize) -> usize {
+        self.counts.get(i).map_or(0, |&c| c as usize)
+    }
+
+    /// Occurrences of `b`, for the bytes with a slot of their own (`: . - @ = /`, `A C S K`);
+    /// 0 for any other byte.
     pub fn count(&self, b: u8) -> usize {
-        self.hist[usize::from(b)] as usize
-    }
-
-    /// Occurrences of the bytes in `lo..=hi`.
-    fn range(&self, lo: u8, hi: u8) -> usize {
-        self.hist[usize::from(lo)..=usize::from(hi)]
-            .iter()
-            .map(|&c| c as usize)
-            .sum()
+        let i = usize::from(SLOT[usize::from(b)]);
+        match i {
+            UPPER | LOWER_HEX | DIGIT | OTHER => 0,
+            _ => self.slot(i),
+        }
     }
 
     /// ASCII digits.
     pub fn digits(&self) -> usize {
-        self.range(b'0', b'9')
+        self.slot(DIGIT)
+    }
+
+    /// ASCII upper-case letters.
+    pub fn upper(&self) -> usize {
+        [UPPER_A, UPPER_C, UPPER_S, UPPER_K, UPPER]
+            .iter()
+            .map(|&i| self.slot(i))
+            .sum()
+    }
+
+    /// `a`–`f`.
+    pub fn lower_hex(&self) -> usize {
+        self.slot(LOWER_HEX)
     }
 }
 
@@ -122,7 +185,7 @@ pub fn ssn_digits(text: &[u8], st: &Stats) -> bool {
 /// `@iban`: two upper-case letters followed by two digits.
 pub fn iban_start(text: &[u8], st: &Stats) -> bool {
     st.digits() >= 2
-        && st.range(b'A', b'Z') >= 2
+        && st.upper() >= 2
         && text.windows(4).any(|w| {
             w[0].is_ascii_uppercase()
                 && w[1].is_ascii_uppercase()
@@ -175,7 +238,7 @@ pub fn twilio_hex(text: &[u8], st: &Stats) -> bool {
     let prefix =
         (st.count(b'A') > 0 && st.count(b'C') > 0) || (st.count(b'S') > 0 && st.count(b'K') > 0);
     prefix
-        && st.digits() + st.range(b'a', b'f') >= 32
+        && st.digits() + st.lower_hex() >= 32
         && run_holds(
             text,
             32,
@@ -246,8 +309,12 @@ mod tests {
 
     #[test]
     fn stats_count_bytes() {
-        let st = Stats::of(b"a1:b2::");
+        let st = Stats::of(b"a1:b2::AKx=");
         assert_eq!(st.count(b':'), 3);
+        assert_eq!(st.count(b'A'), 1);
+        assert_eq!(st.count(b'x'), 0);
         assert_eq!(st.digits(), 2);
+        assert_eq!(st.upper(), 2);
+        assert_eq!(st.lower_hex(), 2);
     }
 }
