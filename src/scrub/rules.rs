@@ -496,7 +496,7 @@ pub static RULES: &[RuleSpec] = &[
         // reversed comparison `"<value>" == password`.
         pattern: r#"(?xi)
             \bkey\s*=\s*"(?P<k3>[^"\r\n]+)"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
-          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|pw|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
+          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|pw|pin|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
                   |__secure-|__host-)[A-Za-z0-9_.-]*)
             (?:\[[0-9]*\])?
             (?:
