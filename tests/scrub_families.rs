@@ -96,10 +96,10 @@ fn group(n: &str, sizes: &[usize], sep: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     for &s in sizes {
-        if let Some(part) = n.get(i..(i + s).min(n.len())) {
-            if !part.is_empty() {
-                out.push(part.to_string());
-            }
+        if let Some(part) = n.get(i..(i + s).min(n.len()))
+            && !part.is_empty()
+        {
+            out.push(part.to_string());
         }
         i += s;
     }
