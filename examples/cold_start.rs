@@ -1,6 +1,7 @@
 //! Cold vs warm: the first `event::process_batch` call of a fresh process (what a new Worker
-//! isolate pays: the scrubber's `RegexSet` and rule regexes, the normalizer's and stack parser's
-//! regexes are all compiled lazily on first use) against the same call once warm.
+//! isolate pays: the scrubber's keyword automaton and the regexes of the rules its texts need, the
+//! normalizer's and stack parser's regexes are all compiled lazily on first use) against the same
+//! call once warm.
 //!
 //! Run: `cargo run --release --example cold_start` (spawns itself 7 times per case, each child a
 //! fresh process that times its very first call, then the median of 50 warm calls on the same

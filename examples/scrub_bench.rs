@@ -8,7 +8,20 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use selfheal::scrub::scrub_text;
+use selfheal::scrub::{gated_rules, scrub_text};
+use serde_json::Value;
+
+#[path = "../benches/support/corpus.rs"]
+mod corpus;
+
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
 
 fn per_call_ns(n: u32, mut f: impl FnMut() -> usize) -> f64 {
     let mut total = 0usize;
@@ -38,6 +51,37 @@ fn main() {
             scrub / base
         );
     }
+    // which rules the gate lets run, over every string of 2,000 replay-corpus items
+    let mut texts = Vec::new();
+    for item in corpus::items(2_000, 0x5e1f_4ea1) {
+        strings(&item, &mut texts);
+    }
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for t in &texts {
+        for id in gated_rules(t) {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    let mut by_count: Vec<_> = counts.into_iter().collect();
+    by_count.sort_by_key(|e| std::cmp::Reverse(e.1));
+    println!(
+        "\nrules run past the gate on {} replay-corpus strings (of 2,000 items):",
+        texts.len()
+    );
+    for (id, n) in by_count {
+        println!(
+            "  {id:<22} {n:>7}  ({:.1}%)",
+            100.0 * n as f64 / texts.len().max(1) as f64
+        );
+    }
+    let t = Instant::now();
+    let total: usize = texts.iter().map(|s| scrub_text(s).text.len()).sum();
+    black_box(total);
+    println!(
+        "scrub_text over those strings: {:.0} ns per string",
+        t.elapsed().as_nanos() as f64 / texts.len().max(1) as f64
+    );
+
     println!("\nhostile input     bytes       ms  remarks");
     let cases: Vec<(&str, String)> = vec![
         ("digits", "4".repeat(16_000)),

@@ -318,7 +318,8 @@ fn one_megabyte_url() {
     let out = scrub_url(&url);
     assert!(out.text.ends_with(TRUNCATION_MARKER));
     assert!(route_pattern(&url).len() <= MAX_URL_BYTES + MAX_SEGMENTS);
-    let query = format!("/x?{}", "a=b&".repeat(MB / 4));
+    // (a value that is not benign: `a=b` would now stay visible, see scrub::benign_query_value)
+    let query = format!("/x?{}", "a=b-1&".repeat(MB / 6));
     let out = scrub_url(&query);
     assert!(out.text.ends_with(TRUNCATION_MARKER));
     assert!(!out.text.contains("=b"));

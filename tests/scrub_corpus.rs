@@ -2,19 +2,28 @@
 //! [`selfheal::eval::scrub`] — the same code `selfheal eval` prints. Skips (and passes) when the
 //! corpora are absent.
 //!
-//! Gates: recall 1.0 on the DESIGN kinds of every source, ≥ 0.98 on all gitleaks positives, and
-//! the share of negatives left unchanged must not fall below what was measured.
+//! Gates: recall 1.0 on the DESIGN kinds of every source, ≥ 0.995 on all gitleaks positives, and
+//! the negatives left unchanged must be no fewer than before issue 9 (`scrub::KEPT_BEFORE`).
 
 mod common;
 
 use selfheal::eval::scrub::{self, GITLEAKS_RECALL_GOAL, SourceEval};
 
-/// Measured share of negatives left unchanged, minus a hair. detect-secrets measured 69/126
-/// (0.548): most of its negatives are its own judgement calls (`password = "somefakekey"`,
-/// private IPs, placeholder-looking keys) that we redact on purpose. presidio measured 405/416
-/// (0.974): the misses are national ids that look like trunk-0 phone numbers and one MAC address.
-const DETECT_SECRETS_KEPT_FLOOR: f64 = 0.54;
-const PRESIDIO_KEPT_FLOOR: f64 = 0.97;
+/// The negatives kept before issue 9 for `file`, and that floor checked.
+fn kept_no_lower(src: &SourceEval) {
+    let i = scrub::FILES
+        .iter()
+        .position(|f| *f == src.file)
+        .unwrap_or_else(|| panic!("{} is not a corpus file", src.file));
+    let (kept, negatives) = scrub::KEPT_BEFORE[i];
+    assert_eq!(src.total.negatives, negatives, "the corpus changed");
+    assert!(
+        src.total.kept >= kept,
+        "{}: negatives kept {} < {kept} before issue 9",
+        src.file,
+        src.total.kept
+    );
+}
 
 fn source(file: &str) -> Option<SourceEval> {
     let data = common::shared_data_or_skip("redaction", "scrub corpus")?;
@@ -22,6 +31,7 @@ fn source(file: &str) -> Option<SourceEval> {
     let src = scrub::evaluate_file(&data, file).unwrap_or_else(|e| panic!("{e}"));
     let ev = scrub::ScrubEval {
         sources: vec![src.clone()],
+        captured: Vec::new(),
     };
     eprintln!("{}", ev.render());
     let misses: Vec<String> = src
@@ -48,6 +58,7 @@ fn gitleaks_corpus() {
         recall >= GITLEAKS_RECALL_GOAL,
         "gitleaks recall {recall:.4}"
     );
+    kept_no_lower(&src);
 }
 
 #[test]
@@ -55,11 +66,7 @@ fn detect_secrets_corpus() {
     let Some(src) = source("detect_secrets_plugins.jsonl") else {
         return;
     };
-    let kept = src.total.negatives_kept();
-    assert!(
-        kept >= DETECT_SECRETS_KEPT_FLOOR,
-        "negatives kept {kept:.4}"
-    );
+    kept_no_lower(&src);
 }
 
 #[test]
@@ -67,6 +74,25 @@ fn presidio_corpus() {
     let Some(src) = source("presidio_recognizers.jsonl") else {
         return;
     };
-    let kept = src.total.negatives_kept();
-    assert!(kept >= PRESIDIO_KEPT_FLOOR, "negatives kept {kept:.4}");
+    kept_no_lower(&src);
+}
+
+#[test]
+fn captured_text_keeps_what_it_kept() {
+    let Some(data) = common::shared_data_or_skip("trace-items", "scrub corpus") else {
+        return;
+    };
+    let Some(data) = data.parent() else { return };
+    for (file, before) in scrub::CAPTURED {
+        if !data.join(file).exists() {
+            eprintln!("SKIPPED {file}: not found");
+            continue;
+        }
+        let c = scrub::evaluate_captured(data, file, before).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{file}: kept {}/{} (before issue 9: {before})",
+            c.kept, c.strings
+        );
+        assert!(c.kept >= before, "{file}: kept {} < {before}", c.kept);
+    }
 }

@@ -9,8 +9,9 @@
 //!   (false-positive tests), reported apart: many are placeholders that are reasonable to scrub.
 //! - **Precision**: caught positives / (caught positives + changed negatives), per source.
 //!
-//! Goals (issue 3): recall 1.0 on every kind DESIGN.md lists ([`DESIGN_KINDS`], minus the
-//! [`EXCLUDED`] rows, each with its reason) and ≥ 0.98 on all gitleaks positives.
+//! Goals (issues 3 and 9): recall 1.0 on every kind DESIGN.md lists ([`DESIGN_KINDS`], minus the
+//! [`EXCLUDED`] rows, each with its reason), ≥ 0.995 on all gitleaks positives, and per source no
+//! fewer negatives kept than before issue 9 ([`KEPT_BEFORE`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,8 +29,12 @@ pub const FILES: [&str; 3] = [
     "presidio_recognizers.jsonl",
 ];
 
-/// Minimum recall on all gitleaks positives.
-pub const GITLEAKS_RECALL_GOAL: f64 = 0.98;
+/// Minimum recall on all gitleaks positives (issue 9; 0.98 before).
+pub const GITLEAKS_RECALL_GOAL: f64 = 0.995;
+
+/// Negatives kept unchanged by the scrubber before issue 9 (main at 36d4eca), per file of
+/// [`FILES`]: (kept, negatives). The floor of the "negatives kept" goal.
+pub const KEPT_BEFORE: [(usize, usize); 3] = [(133, 277), (69, 126), (405, 416)];
 
 /// The corpus kinds for the formats DESIGN.md requires ("Scrubbing"): recall must be 1.0.
 pub const DESIGN_KINDS: &[&str] = &[
@@ -166,6 +171,73 @@ pub struct SourceEval {
 pub struct ScrubEval {
     /// One entry per file of [`FILES`].
     pub sources: Vec<SourceEval>,
+    /// The captured TraceItems and stack corpora ([`CAPTURED`]), present ones only.
+    pub captured: Vec<CapturedEval>,
+}
+
+/// Corpora of real error text (the captured TraceItems, the stack corpora), scored like
+/// negatives: the share of their strings that scrubbing leaves unchanged. Some strings do hold
+/// PII (the demo's planted emails, `127.0.0.1` in URLs), so the share is below 1 by design; the
+/// floor is the count before issue 9 ([`CapturedEval::kept_before`]), which
+/// `tests/scrub_oracle_diff.rs` also checks string by string.
+pub const CAPTURED: [(&str, usize); 4] = [
+    ("trace-items/all.json", 2_281),
+    ("stacktraces/error_stack_parser_fixtures.jsonl", 232),
+    ("stacktraces/workerd_tail_exceptions.jsonl", 41),
+    ("stacktraces/workerd_tail_event_streams.jsonl", 737),
+];
+
+/// One captured corpus: how many of its strings stay unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapturedEval {
+    /// Path under the corpora folder.
+    pub file: String,
+    /// Every string in it (JSON strings at any depth).
+    pub strings: usize,
+    /// Strings that [`scrub_text`] leaves unchanged.
+    pub kept: usize,
+    /// The same count before issue 9 (the floor).
+    pub kept_before: usize,
+}
+
+fn all_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| all_strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| all_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// Scores one captured corpus (`data/<file>`, JSON or JSON Lines).
+///
+/// Errors: the file cannot be read or parsed.
+pub fn evaluate_captured(
+    data: &Path,
+    file: &str,
+    kept_before: usize,
+) -> Result<CapturedEval, EvalError> {
+    let path = data.join(file);
+    let rows = if file.ends_with(".jsonl") {
+        read_jsonl(&path)?
+    } else {
+        let text = super::read_text(&path)?;
+        vec![serde_json::from_str(&text).map_err(|e| EvalError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?]
+    };
+    let mut strings = Vec::new();
+    for row in &rows {
+        all_strings(row, &mut strings);
+    }
+    let kept = strings.iter().filter(|s| scrub_text(s).is_clean()).count();
+    Ok(CapturedEval {
+        file: file.to_string(),
+        strings: strings.len(),
+        kept,
+        kept_before,
+    })
 }
 
 /// The secrets a positive row must not leak, or `None` when the row gives none.
@@ -271,7 +343,12 @@ pub fn evaluate(data: &Path) -> Result<ScrubEval, EvalError> {
         .iter()
         .map(|f| evaluate_file(data, f))
         .collect::<Result<_, _>>()?;
-    Ok(ScrubEval { sources })
+    let captured = CAPTURED
+        .iter()
+        .filter(|(f, _)| data.join(f).exists())
+        .map(|&(f, before)| evaluate_captured(data, f, before))
+        .collect::<Result<_, _>>()?;
+    Ok(ScrubEval { sources, captured })
 }
 
 fn cell(a: usize, b: usize) -> String {
@@ -295,36 +372,70 @@ impl ScrubEval {
         self.sources.iter().find(|s| s.file == file)
     }
 
-    /// Recall 1.0 on DESIGN kinds (but [`EXCLUDED`]) everywhere and ≥ 0.98 on gitleaks positives.
+    /// Recall 1.0 on DESIGN kinds (but [`EXCLUDED`]) everywhere, ≥ [`GITLEAKS_RECALL_GOAL`] on
+    /// gitleaks positives, and no fewer negatives kept than [`KEPT_BEFORE`].
     pub fn goals_met(&self) -> bool {
         let design_ok = self.sources.iter().all(|s| s.design_misses().count() == 0);
+        let kept_ok = self.sources.iter().all(|s| {
+            FILES
+                .iter()
+                .position(|f| *f == s.file)
+                .and_then(|i| KEPT_BEFORE.get(i))
+                .is_none_or(|&(k, n)| s.total.negatives != n || s.total.kept >= k)
+        });
         let gitleaks_ok = self
             .source(FILES[0])
             .is_some_and(|s| s.total.recall() >= GITLEAKS_RECALL_GOAL);
-        design_ok && gitleaks_ok
+        let captured_ok = self.captured.iter().all(|c| c.kept >= c.kept_before);
+        design_ok && gitleaks_ok && kept_ok && captured_ok
     }
 
     /// Summary per source, then per kind (DESIGN kinds starred), then every miss.
     pub fn render(&self) -> String {
         let mut o = String::from(
             "== Scrubbing (redaction/: gitleaks, detect-secrets, presidio)\n\
-             goal: recall 1.0 on DESIGN kinds (*), >= 0.98 on all gitleaks positives\n",
+             goal: recall 1.0 on DESIGN kinds (*), >= 0.995 on all gitleaks positives, negatives kept >= before issue 9\n",
         );
         o += &format!(
-            "{:<30} {:>16} {:>16} {:>16} {:>10}\n",
-            "source", "recall DESIGN[1]", "recall all", "negatives kept", "precision"
+            "{:<30} {:>16} {:>16} {:>16} {:>16} {:>10}\n",
+            "source",
+            "recall DESIGN[1]",
+            "recall all",
+            "negatives kept",
+            "kept before #9",
+            "precision"
         );
         for s in &self.sources {
+            let before = FILES
+                .iter()
+                .position(|f| *f == s.file)
+                .and_then(|i| KEPT_BEFORE.get(i))
+                .map_or("-".to_string(), |&(k, n)| cell(k, n));
             o += &format!(
-                "{:<30} {:>16} {:>16} {:>16} {:>10.3}\n",
+                "{:<30} {:>16} {:>16} {:>16} {:>16} {:>10.3}\n",
                 s.file,
                 cell(s.design.caught, s.design.positives),
                 cell(s.total.caught, s.total.positives),
                 cell(s.total.kept, s.total.negatives),
+                before,
                 s.total.precision()
             );
         }
         o += "(gitleaks negatives are its own false-positive tests, many of them placeholders: reported apart)\n";
+        if !self.captured.is_empty() {
+            o += &format!(
+                "\n{:<48} {:>18} {:>18}\n",
+                "captured text (strings left unchanged)", "kept", "kept before #9"
+            );
+            for c in &self.captured {
+                o += &format!(
+                    "{:<48} {:>18} {:>18}\n",
+                    c.file,
+                    cell(c.kept, c.strings),
+                    cell(c.kept_before, c.strings)
+                );
+            }
+        }
         for s in &self.sources {
             o += &format!("\n-- {} per kind\n", s.file);
             o += &format!("{:<48} {:>14} {:>14}\n", "kind", "recall", "neg. kept");

@@ -1,13 +1,22 @@
-//! The matching engine: compiles the rule table once, finds candidates, resolves overlaps and
-//! renders replacements with remarks.
+//! The matching engine: gates every rule, compiles each rule on first use, finds candidates,
+//! resolves overlaps and renders replacements with remarks.
 //!
-//! Cost model: one `RegexSet` pass (a single lazy DFA over all patterns) tells which rules can
-//! match at all; clean text stops there. Only the rules that matched run their own regex (with
-//! captures) and their validator.
+//! Cost model (what a fresh isolate and every text pay):
+//! 1. One Aho-Corasick pass over the text with the keywords of every rule (ASCII
+//!    case-insensitive; built once per isolate, well under a millisecond), plus the byte-class
+//!    [`super::Scan`]s of the rules that have no literal. This is gitleaks' keyword prefilter.
+//!    Clean text usually stops here.
+//! 2. Only the rules whose gate said yes run their own regex (with captures) and validator; a
+//!    rule's regex is compiled the first time its gate says yes, so an isolate pays only for the
+//!    rules its texts need.
+//!
+//! (Until issue 9 the gate was one `RegexSet` over all 31 patterns: its lazy DFA built new states
+//! on every new text and was the main cost of the pipeline.)
 
 use std::sync::{LazyLock, OnceLock};
 
-use regex::{Captures, Regex, RegexSet, RegexSetBuilder};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
 use super::rules::RULES;
@@ -31,39 +40,115 @@ const MAX_RESTART_BYTES_PER_RULE: usize = 4 * super::MAX_TEXT_BYTES;
 /// correlation, not secrecy against someone who can enumerate the values.
 const HASH_SALT: &[u8] = b"selfheal/scrub/v1";
 
+/// A set of rules, one bit per index into [`RULES`] (the table has fewer than 128 rules; a test
+/// checks it, and a rule past 128 would simply always run).
+type RuleMask = u128;
+
 struct Engine {
-    /// One automaton over every pattern, for the "which rules can fire" prefilter.
-    set: Option<RegexSet>,
+    /// One automaton over every rule keyword (lower case, matched ASCII case-insensitively).
+    keywords: Option<AhoCorasick>,
+    /// Per keyword pattern: the rules it gates.
+    keyword_rules: Vec<RuleMask>,
+    /// Rules without keywords or scan, and rules past the mask's width: always run.
+    always: RuleMask,
     /// Each rule's own regex, compiled on first use (most texts only ever need a few).
     regexes: Vec<OnceLock<Option<Regex>>>,
 }
 
-static ENGINE: LazyLock<Engine> = LazyLock::new(|| Engine {
-    set: build_set(),
-    regexes: RULES.iter().map(|_| OnceLock::new()).collect(),
-});
-
-/// The prefilter over every rule pattern; `None` when it exceeds its size limits.
-fn build_set() -> Option<RegexSet> {
-    RegexSetBuilder::new(RULES.iter().map(|r| r.pattern))
-        .size_limit(64 << 20)
-        .dfa_size_limit(8 << 20)
-        .build()
-        .ok()
+fn bit(i: usize) -> RuleMask {
+    1u128
+        .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+        .unwrap_or(0)
 }
 
-/// Compiles the prefilter `RegexSet` and every rule's own regex afresh, bypassing the caches,
-/// and returns how many compiled (rules + 1 for the set).
+/// The keyword automaton and, per pattern, the rules it gates.
+fn build_keywords() -> (Option<AhoCorasick>, Vec<RuleMask>) {
+    let mut words: Vec<String> = Vec::new();
+    let mut masks: Vec<RuleMask> = Vec::new();
+    for (i, rule) in RULES.iter().enumerate() {
+        for kw in rule.keywords {
+            let kw = kw.to_ascii_lowercase();
+            match words.iter().position(|w| *w == kw) {
+                Some(k) => {
+                    if let Some(m) = masks.get_mut(k) {
+                        *m |= bit(i);
+                    }
+                }
+                None => {
+                    words.push(kw);
+                    masks.push(bit(i));
+                }
+            }
+        }
+    }
+    // a DFA: the fastest search (one transition per byte, overlapping matches included) for a
+    // few hundred short patterns; built once per isolate
+    let ac = AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(&words)
+        .ok();
+    (ac, masks)
+}
+
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+    let (keywords, keyword_rules) = build_keywords();
+    let mut always = 0;
+    for (i, rule) in RULES.iter().enumerate() {
+        let gated = !rule.keywords.is_empty() || rule.scan.is_some();
+        // without the automaton, or past the mask's width, a keyword rule runs every time
+        if !gated || bit(i) == 0 || (keywords.is_none() && rule.scan.is_none()) {
+            always |= bit(i);
+        }
+    }
+    Engine {
+        keywords,
+        keyword_rules,
+        always,
+        regexes: RULES.iter().map(|_| OnceLock::new()).collect(),
+    }
+});
+
+/// Builds the keyword automaton and compiles every rule's regex afresh, bypassing the caches,
+/// and returns how many built (rules with a pattern + 1 for the automaton).
 ///
 /// Exists for benchmarking the compile cost (`benches/pipeline.rs`): the pipeline never calls
-/// it, it compiles lazily (the set on the first scrub, each rule regex on its first candidate).
+/// it, it builds lazily (the automaton on the first scrub, each rule regex the first time its
+/// gate lets it run).
 pub fn compile_rules() -> usize {
-    let set = usize::from(build_set().is_some());
+    let ac = usize::from(build_keywords().0.is_some());
     let rules = RULES
         .iter()
-        .filter(|r| Regex::new(r.pattern).is_ok())
+        .filter(|r| !r.pattern.is_empty() && Regex::new(r.pattern).is_ok())
         .count();
-    set + rules
+    ac + rules
+}
+
+/// The rules whose gate lets them run on `text`.
+fn gate(text: &str) -> RuleMask {
+    let engine = &*ENGINE;
+    let mut mask = engine.always;
+    if let Some(ac) = &engine.keywords {
+        for m in ac.find_overlapping_iter(text) {
+            mask |= engine
+                .keyword_rules
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+    let bytes = text.as_bytes();
+    let stats = super::prefilter::Stats::of(bytes);
+    for (i, rule) in RULES.iter().enumerate() {
+        if let Some(scan) = rule.scan
+            && mask & bit(i) == 0
+            && scan(bytes, &stats)
+        {
+            mask |= bit(i);
+        }
+    }
+    mask
 }
 
 fn rule_regex(i: usize) -> Option<&'static Regex> {
@@ -107,6 +192,7 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
     let mut pos = 0;
     let mut restarts = 0;
     let mut restarted_bytes = 0;
+    let filler = super::validate::filler_checked(spec.id);
     while pos <= text.len() {
         let Some(caps) = re.captures_at(text, pos) else {
             break;
@@ -128,6 +214,12 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
         } else {
             next_boundary(text, whole.start())
         };
+        let checked = checked.filter(|h| {
+            !(filler
+                && text
+                    .get(h.start..h.end)
+                    .is_some_and(super::validate::is_filler))
+        });
         match checked {
             Some(h)
                 if h.start < h.end
@@ -206,27 +298,65 @@ pub(crate) fn render(method: Method, kind: &str, value: &str) -> String {
     }
 }
 
+/// Candidates of the rules `indices` (into `rules`) on `text`, overlaps resolved.
+fn collect<'r>(
+    text: &str,
+    rules: &[RuleSpec],
+    indices: impl Iterator<Item = usize>,
+    regex_of: &dyn Fn(usize) -> Option<&'r Regex>,
+) -> Vec<Candidate> {
+    let mut cands = Vec::new();
+    let mut hits = Vec::new();
+    for i in indices {
+        let Some(spec) = rules.get(i) else { continue };
+        if let Some(find) = spec.find {
+            hits.clear();
+            find(text, &mut hits);
+            cands.extend(
+                hits.iter()
+                    .filter(|h| {
+                        h.start < h.end
+                            && text.is_char_boundary(h.start)
+                            && text.is_char_boundary(h.end)
+                            && h.end <= text.len()
+                    })
+                    .map(|h| Candidate {
+                        start: h.start,
+                        end: h.end,
+                        rule: i,
+                        refine: h.refine,
+                    }),
+            );
+        } else if let Some(re) = regex_of(i) {
+            candidates_for(text, i, spec, re, &mut cands);
+        }
+    }
+    if cands.is_empty() {
+        cands
+    } else {
+        resolve(cands)
+    }
+}
+
 /// Applies `rules` to `text` (already bounded in size). `indices` are the rules to try.
+#[cfg(test)]
 pub(crate) fn apply<'r>(
     text: &str,
     rules: &[RuleSpec],
     indices: &[usize],
     regex_of: &dyn Fn(usize) -> Option<&'r Regex>,
 ) -> Scrubbed {
-    let mut cands = Vec::new();
-    for &i in indices {
-        let (Some(spec), Some(re)) = (rules.get(i), regex_of(i)) else {
-            continue;
-        };
-        candidates_for(text, i, spec, re, &mut cands);
-    }
-    if cands.is_empty() {
+    let kept = collect(text, rules, indices.iter().copied(), regex_of);
+    render_all(text, rules, kept)
+}
+
+fn render_all(text: &str, rules: &[RuleSpec], kept: Vec<Candidate>) -> Scrubbed {
+    if kept.is_empty() {
         return Scrubbed {
             text: text.to_string(),
             remarks: Vec::new(),
         };
     }
-    let kept = resolve(cands);
     let mut out = String::with_capacity(text.len() + 32 * kept.len());
     let mut remarks = Vec::with_capacity(kept.len());
     let mut last = 0;
@@ -253,6 +383,12 @@ pub(crate) fn apply<'r>(
     Scrubbed { text: out, remarks }
 }
 
+/// The built-in rules that the gate lets run on `text`, in table order.
+fn gated(text: &str) -> impl Iterator<Item = usize> {
+    let mask = gate(text);
+    (0..RULES.len()).filter(move |&i| mask & bit(i) != 0 || bit(i) == 0)
+}
+
 /// Scrubs bounded text with the built-in table.
 pub(crate) fn scrub_bounded(text: &str) -> Scrubbed {
     if text.is_empty() {
@@ -261,18 +397,43 @@ pub(crate) fn scrub_bounded(text: &str) -> Scrubbed {
             remarks: Vec::new(),
         };
     }
-    let indices: Vec<usize> = match &ENGINE.set {
-        Some(set) => set.matches(text).into_iter().collect(),
-        // the set failed to build (size limits): fall back to trying every rule
-        None => (0..RULES.len()).collect(),
-    };
-    if indices.is_empty() {
+    // a short run of ASCII letters (a JSON key, an enum value, a header word): no rule can match
+    // one (every pattern needs a digit, a separator, an operator or 20+ chars)
+    if text.len() < 20 && text.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Scrubbed {
             text: text.to_string(),
             remarks: Vec::new(),
         };
     }
-    apply(text, RULES, &indices, &rule_regex)
+    let kept = collect(text, RULES, gated(text), &rule_regex);
+    render_all(text, RULES, kept)
+}
+
+/// The ids of the rules whose gate lets them run on `text` (bounded first), in table order: what
+/// a text costs beyond the gate itself. For diagnostics (`examples/scrub_bench.rs` counts them
+/// over the replay corpus).
+pub fn gated_rules(input: &str) -> Vec<&'static str> {
+    let (text, _) = super::bound(input);
+    gated(text)
+        .filter_map(|i| RULES.get(i).map(|r| r.id))
+        .collect()
+}
+
+/// What [`super::scrub_text`] replaces, in *input* coordinates: `(rule id, start, end)` byte
+/// ranges of `input` (after the [`super::MAX_TEXT_BYTES`] cut), sorted and non-overlapping.
+/// For tests and evaluations that compare scrubbers span by span (`tests/scrub_oracle_diff.rs`).
+pub fn scrub_spans(input: &str) -> Vec<(&'static str, usize, usize)> {
+    let (text, _) = super::bound(input);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    collect(text, RULES, gated(text), &rule_regex)
+        .into_iter()
+        .filter_map(|c| {
+            let spec = RULES.get(c.rule)?;
+            Some((c.refine.map_or(spec.id, |r| r.0), c.start, c.end))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,30 +441,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn set_builds() {
-        assert!(
-            ENGINE.set.is_some(),
-            "RegexSet over all rules must build within its size limits"
-        );
+    fn gate_builds_and_fits_the_mask() {
+        assert!(ENGINE.keywords.is_some(), "keyword automaton builds");
+        assert!(RULES.len() <= 128, "RuleMask has 128 bits");
+        // the clean-text fast path: no keyword and no scan fires
+        assert_eq!(gate("TypeError: x is not a function") & !ENGINE.always, 0);
+        assert_ne!(gate("password=x") & !ENGINE.always, 0);
     }
 
     #[test]
     fn hash_and_mask_methods() {
         static TEST_RULES: &[RuleSpec] = &[
-            RuleSpec {
-                id: "@user_hash",
-                kind: "user",
-                method: Method::Hash,
-                pattern: r"user-[a-z]+",
-                check: None,
-            },
-            RuleSpec {
-                id: "@gone",
-                kind: "gone",
-                method: Method::Remove,
-                pattern: r"DROPME",
-                check: None,
-            },
+            RuleSpec::new("@user_hash", "user", Method::Hash, r"user-[a-z]+", None),
+            RuleSpec::new("@gone", "gone", Method::Remove, r"DROPME", None),
         ];
         let res: Vec<Regex> = TEST_RULES
             .iter()

@@ -3,7 +3,8 @@
 //!
 //! - [`scrub_text`]: free text (exception messages, stacks, log strings), rule table in
 //!   [`rules::RULES`].
-//! - [`scrub_url`]: userinfo replaced, every query value replaced (keys kept), path scrubbed.
+//! - [`scrub_url`]: userinfo replaced, query values replaced unless benign under a harmless key
+//!   ([`benign_query_value`]: `page=2`, `sort=asc` stay), keys kept, path scrubbed.
 //! - [`scrub_json`]: recursive; values under sensitive keys replaced whole; bounded depth.
 //! - [`scrub_headers`]: allow-list of harmless request headers, everything else redacted.
 //! - [`scrub_cf`]: only `colo`, `country`, `continent` survive.
@@ -31,13 +32,16 @@
 //! input in a way that can panic.
 
 mod engine;
+pub mod entropy;
+pub mod prefilter;
 pub mod rules;
 mod structured;
 pub mod validate;
 
-pub use engine::compile_rules;
+pub use engine::{compile_rules, gated_rules, scrub_spans};
 pub use structured::{
-    HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, scrub_cf, scrub_headers, scrub_json, scrub_url,
+    HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, QUERY_SENSITIVE_KEYS, benign_query_value,
+    scrub_cf, scrub_headers, scrub_json, scrub_url,
 };
 pub use validate::{KeyClass, classify_key};
 
@@ -124,7 +128,23 @@ pub struct Hit {
 /// A validator: (whole text, captures, candidate span) -> accepted hit or rejection.
 pub type Check = fn(&str, &regex::Captures, (usize, usize)) -> Option<Hit>;
 
+/// A finder: a rule implemented in code instead of a pattern (the high-entropy token scan).
+/// Pushes the accepted spans of `text` (byte offsets, on char boundaries) to the vector.
+pub type Finder = fn(&str, &mut Vec<Hit>);
+
+/// A byte-level pre-check on the text and its byte counts ([`prefilter::Stats`], one pass per
+/// text): true when the rule's pattern can possibly match (it may say true when it cannot; it
+/// must never say false when it can). Each first looks at the counts, then stops at its first
+/// evidence.
+pub type Scan = fn(&[u8], &prefilter::Stats) -> bool;
+
 /// One scrubbing rule, declared as data (see [`rules::RULES`]).
+///
+/// Gate (what decides whether the rule runs at all on a text, before its regex is even
+/// compiled): the rule runs when one of its `keywords` occurs in the text (ASCII
+/// case-insensitive, one Aho-Corasick pass over the text for all rules, as gitleaks' keyword
+/// prefilter) or its `scan` says yes; a rule with neither always runs. A gate must be a
+/// necessary condition of a match: `tests/scrub_oracle_diff.rs` checks it on every corpus.
 #[derive(Debug, Clone, Copy)]
 pub struct RuleSpec {
     /// Remark id, e.g. "@email".
@@ -133,10 +153,38 @@ pub struct RuleSpec {
     pub kind: &'static str,
     /// How the match is replaced.
     pub method: Method,
-    /// `regex` crate syntax; groups named `s…` delimit the replaced part.
+    /// `regex` crate syntax; groups named `s…` delimit the replaced part. Empty when `find` is set.
     pub pattern: &'static str,
     /// Validator that accepts, narrows or rejects a candidate (Luhn, mod 97, …); None = accept.
     pub check: Option<Check>,
+    /// Literals of which at least one occurs in every match (ASCII case-insensitive).
+    pub keywords: &'static [&'static str],
+    /// Byte-class pre-check (digit runs, `://` and `@`, …), see [`Scan`].
+    pub scan: Option<Scan>,
+    /// Code instead of a pattern, see [`Finder`].
+    pub find: Option<Finder>,
+}
+
+impl RuleSpec {
+    /// A rule with a pattern and no gate yet (the table fills in `keywords` / `scan`).
+    pub const fn new(
+        id: &'static str,
+        kind: &'static str,
+        method: Method,
+        pattern: &'static str,
+        check: Option<Check>,
+    ) -> Self {
+        RuleSpec {
+            id,
+            kind,
+            method,
+            pattern,
+            check,
+            keywords: &[],
+            scan: None,
+            find: None,
+        }
+    }
 }
 
 /// Cuts `input` to at most [`MAX_TEXT_BYTES`]: `(kept, was_truncated)`.

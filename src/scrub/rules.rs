@@ -13,8 +13,119 @@
 //! of equal length the rule declared first (the more specific one) wins. Each rule has positive
 //! and negative tests at the bottom of this file.
 
+use super::prefilter as p;
 use super::validate as v;
 use super::{Method, RuleSpec};
+
+/// The literals of `@vendor_token`'s prefixes (lower case; matched ASCII case-insensitively).
+const VENDOR_KEYWORDS: &[&str] = &[
+    "glpat-",
+    "gldt-",
+    "glft-",
+    "glrt-",
+    "glptt-",
+    "glcbt-",
+    "glimt-",
+    "gloas-",
+    "glsoat-",
+    "glagent-",
+    "glffct-",
+    "glcd-",
+    "glwt-",
+    "gr1348941",
+    "npm_",
+    "pypi-",
+    "hf_",
+    "api_org_",
+    "sg.",
+    "doo_v1_",
+    "dop_v1_",
+    "dor_v1_",
+    "shpat_",
+    "shpca_",
+    "shppa_",
+    "shpss_",
+    "sq0atp-",
+    "sq0csp-",
+    "eaa",
+    "dapi",
+    "dp.",
+    "atlasv1",
+    "hvs.",
+    "hvb.",
+    "pul-",
+    "pmak-",
+    "lin_api_",
+    "lin_oauth_",
+    "pscale_",
+    "sntr",
+    "glc_",
+    "glsa_",
+    "atatt3",
+    "nrak-",
+    "nrii-",
+    "nrjs-",
+    "age-secret-key-1",
+    "fo1_",
+    "flyv1",
+    "key-",
+    "ops_eyj",
+    "rubygems_",
+    "sgp_",
+    "pnu_",
+    "sbp_",
+    "dckr_pat_",
+    "clojars_",
+    "xkeysib-",
+    "shippo_",
+    "ezak",
+    "eztk",
+    "sha256~",
+    "tfp_",
+    "mfa.",
+    "ghr_",
+    "akcp",
+    "cmvmd",
+    "ya29.",
+    "1//0",
+    "rnd_",
+    "vercel_",
+    "eyj",
+    "a3-",
+    "p8e-",
+    "ltai",
+    "absk",
+    "s-s4t2",
+    "ntn_",
+    "sqa_",
+    "sqp_",
+    "squ_",
+    "hrku-",
+    "secret_",
+];
+
+/// The literals of which a key that [`v::classify_key`] accepts contains at least one (its
+/// normalisation drops `_ - .`, so a key spelled `p_a_s_s` would escape this gate; no corpus
+/// has one), plus `key` for `<add key=… value=…>`.
+const KV_KEYWORDS: &[&str] = &[
+    "pass",
+    "pw",
+    "pin",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "cookie",
+    "sess",
+    "sid",
+    "jwt",
+    "bearer",
+    "csrf",
+    "xsrf",
+    "__secure-",
+    "__host-",
+];
 
 /// Every rule, most specific first.
 pub static RULES: &[RuleSpec] = &[
@@ -30,6 +141,9 @@ pub static RULES: &[RuleSpec] = &[
             (?s:.*?)
             (?:-----END[\ A-Z0-9_-]{0,40}PRIVATE\ KEY(?:\ BLOCK)?-----|\z)",
         check: None,
+        keywords: &["-----begin"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@jwt",
@@ -43,6 +157,9 @@ pub static RULES: &[RuleSpec] = &[
                 (?:\.[A-Za-z0-9_-]*){0,3} # signature (JWS), or more parts (JWE)
             )"#,
         check: None,
+        keywords: &["eyj"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@basic_auth",
@@ -51,6 +168,9 @@ pub static RULES: &[RuleSpec] = &[
         // `Basic <base64(user:pass)>`; the check decodes it and wants a `:`.
         pattern: r"(?xi)\bbasic\s+(?P<s>[A-Za-z0-9+/]{4,}={0,2})",
         check: Some(v::basic_credentials),
+        keywords: &["basic"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@bearer",
@@ -59,6 +179,9 @@ pub static RULES: &[RuleSpec] = &[
         // `Bearer <token>` anywhere (headers, curl lines, log lines).
         pattern: r"(?xi)\bbearer\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|sha256~[A-Za-z0-9._~+/=@-]{4,})",
         check: Some(v::token_like),
+        keywords: &["bearer"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@aws_access_key",
@@ -66,6 +189,12 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16})\b",
         check: None,
+        keywords: &[
+            "a3t", "akia", "asia", "abia", "acca", "agpa", "aida", "aroa", "aipa", "anpa", "anva",
+            "apka",
+        ],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@aws_secret_key",
@@ -77,6 +206,9 @@ pub static RULES: &[RuleSpec] = &[
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s>[A-Za-z0-9/+=]{40})"#,
         check: Some(v::not_followed_by_base64),
+        keywords: &["aws"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@github_token",
@@ -84,6 +216,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
         check: None,
+        keywords: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@stripe_key",
@@ -92,6 +227,9 @@ pub static RULES: &[RuleSpec] = &[
         // Secret and restricted keys (publishable `pk_` keys are public), and webhook secrets.
         pattern: r"(?x)\b(?P<s>(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{24,})",
         check: None,
+        keywords: &["sk_", "rk_", "whsec_"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@slack_webhook",
@@ -99,6 +237,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{8,}",
         check: None,
+        keywords: &["hooks.slack.com"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@slack_token",
@@ -108,6 +249,9 @@ pub static RULES: &[RuleSpec] = &[
         // app-level tokens `xapp-`.
         pattern: r"(?x)\b(?P<s>xox[a-z](?:\.xox[a-z])?-[A-Za-z0-9-]{6,}|xapp-[0-9]-[A-Za-z0-9-]{10,})",
         check: None,
+        keywords: &["xox", "xapp-"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@google_api_key",
@@ -115,6 +259,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>AIza[0-9A-Za-z_-]{35})",
         check: None,
+        keywords: &["aiza"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@anthropic_key",
@@ -122,6 +269,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Replace,
         pattern: r"(?x)\b(?P<s>sk-ant-[A-Za-z0-9_-]{20,})",
         check: None,
+        keywords: &["sk-ant-"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@openai_key",
@@ -130,6 +280,9 @@ pub static RULES: &[RuleSpec] = &[
         // sk-…, sk-proj-…, sk-svcacct-…, sk-admin-… (an `sk-ant-` key ties and loses to Anthropic).
         pattern: r"(?x)\b(?P<s>sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,})",
         check: Some(v::token_like),
+        keywords: &["sk-"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@cloudflare_token",
@@ -142,6 +295,9 @@ pub static RULES: &[RuleSpec] = &[
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s2>[A-Za-z0-9_-]{32,64})"#,
         check: None,
+        keywords: &["v1.0-", "cloudflare", "cf"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@vendor_token",
@@ -191,26 +347,21 @@ pub static RULES: &[RuleSpec] = &[
               | (?:dop|doo|dor)_v1_[a-f0-9]{64}
               | sha256~[A-Za-z0-9_-]{43}                         # OpenShift
               | tfp_[A-Za-z0-9_-]{40,}                           # Typeform
-              | AC[a-f0-9]{32}|SK[a-f0-9]{32}                    # Twilio
               | mfa\.[A-Za-z0-9_-]{84}                           # Discord
               | ghr_[A-Za-z0-9]{36}
               | AKCp[A-Za-z0-9]{69}|cmVmd[A-Za-z0-9]{59}         # JFrog / Artifactory
               | ya29\.[A-Za-z0-9_-]{30,}                         # Google OAuth access token
               | 1//0[A-Za-z0-9_-]{30,}                           # Google OAuth refresh token
               | hf_oauth_[A-Za-z0-9]{30,}
-              | pat[A-Za-z0-9]{14}\.[a-f0-9]{64}                 # Airtable
               | glsa_[A-Za-z0-9]{32}_[a-f0-9]{8}
               | rnd_[A-Za-z0-9]{32,}                             # Render
               | vercel_[A-Za-z0-9_-]{24,}
-              | re_[A-Za-z0-9]{8}_[A-Za-z0-9]{24,}               # Resend
               | pk\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}    # Mapbox
               | sk\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}
               | A3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5} # 1Password
               | p8e-[A-Za-z0-9]{32}                              # Adobe
               | LTAI[A-Za-z0-9]{20}                              # Alibaba
               | ABSK[A-Za-z0-9+/]{100,}=*                        # AWS Bedrock
-              | [A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}   # Azure AD client secret
-              | [0-9]{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}       # Facebook app token
               | EAA[A-Z][A-Za-z0-9]{60,}                         # Facebook access token
               | s-s4t2(?:ud|af)-[a-f0-9]{64}                     # 42 intra
               | ntn_[0-9]{11}[A-Za-z0-9]{32,}                    # Notion
@@ -219,6 +370,73 @@ pub static RULES: &[RuleSpec] = &[
               | secret_[A-Za-z0-9]{43}                           # Notion (legacy)
             )",
         check: None,
+        keywords: VENDOR_KEYWORDS,
+        scan: None,
+        find: None,
+    },
+    // The vendor tokens whose only literal is short or common (`AC`, `pat`, `re_`, `|`): split
+    // out of `@vendor_token` (same id and kind) so that the big pattern runs only on its rarer
+    // keywords.
+    RuleSpec {
+        id: "@vendor_token",
+        kind: "api_key",
+        method: Method::Replace,
+        pattern: r"(?x)
+            (?:^|[^A-Za-z0-9_])
+            (?P<s>
+                (?:AC|SK)[a-f0-9]{32}                            # Twilio
+              | pat[A-Za-z0-9]{14}\.[a-f0-9]{64}                 # Airtable
+              | re_[A-Za-z0-9]{8}_[A-Za-z0-9]{24,}               # Resend
+              | [A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}   # Azure AD client secret
+              | [0-9]{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27}       # Facebook app token
+            )",
+        check: None,
+        keywords: &["pat", "re_", "q~", "|", "%7c"],
+        scan: Some(p::twilio_hex),
+        find: None,
+    },
+    RuleSpec {
+        id: "@vendor_context",
+        kind: "api_key",
+        method: Method::Replace,
+        // Vendor tokens without a prefix of their own, recognised by a keyword before them
+        // (gitleaks' `sumologic-access-id/-token`, `sourcegraph-access-token`,
+        // `jfrog-api-key/-identity-token`, and detect-secrets' telegram and mailchimp plugins).
+        pattern: r#"(?x)
+            (?:[Ss]umo|SUMO)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
+            (?P<s1>su[A-Za-z0-9]{12}|[A-Za-z0-9]{64})\b
+          | (?i:sourcegraph)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
+            (?P<s2>[a-fA-F0-9]{40})\b
+          | (?i:jfrog|artifactory|bintray|xray)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=,])\s*["'`]?
+            (?P<s3>[a-zA-Z0-9]{73}|[a-z0-9]{64})\b
+          | \b(?P<s4>[0-9]{8,10}:AA[0-9A-Za-z_-]{33})(?:[^0-9A-Za-z_-]|$)          # Telegram bot token
+          | \b(?P<s5>[0-9a-f]{32}-us[0-9]{1,2})\b                                # Mailchimp
+        "#,
+        check: None,
+        keywords: &[
+            "sumo",
+            "sourcegraph",
+            "jfrog",
+            "artifactory",
+            "bintray",
+            "xray",
+            ":aa",
+            "-us",
+        ],
+        scan: None,
+        find: None,
+    },
+    RuleSpec {
+        id: "@gcp_service_account",
+        kind: "service_account",
+        method: Method::Replace,
+        // The marker line of a GCP service-account key file (gitleaks' `gcp-service-account`);
+        // its `private_key` goes by `@private_key`.
+        pattern: r#"(?x)"type"\s*:\s*"(?P<s>service_account)""#,
+        check: None,
+        keywords: &["service_account"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@webhook_url",
@@ -228,6 +446,9 @@ pub static RULES: &[RuleSpec] = &[
             https://[A-Za-z0-9.-]*\.webhook\.office\.com/webhookb2/[A-Za-z0-9@/_-]{20,}
           | https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]{20,}",
         check: None,
+        keywords: &["webhook.office.com", "discord"],
+        scan: None,
+        find: None,
     },
     // ---------------------------------------------------------------- credentials in context
     RuleSpec {
@@ -237,6 +458,9 @@ pub static RULES: &[RuleSpec] = &[
         // scheme://user:pass@host — everything between `://` and the last `@` of the authority.
         pattern: r#"(?x)\b[A-Za-z][A-Za-z0-9+.-]{1,20}://(?P<s>[^\s/?\#"'<>@]+(?:@[^\s/?\#"'<>@]+)*)@[A-Za-z0-9\[]"#,
         check: Some(v::userinfo_not_placeholder),
+        keywords: &[],
+        scan: Some(p::url_userinfo),
+        find: None,
     },
     RuleSpec {
         id: "@curl_user",
@@ -245,6 +469,9 @@ pub static RULES: &[RuleSpec] = &[
         // curl -u user:pass / --user 'user:pass'
         pattern: r#"(?x)(?:^|\s)(?:-u|--user)\s+(?P<s>(?:"[^"\r\n]*"|'[^'\r\n]*'|[^\s"']+)+)"#,
         check: Some(v::curl_credentials),
+        keywords: &["-u"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@cookie_header",
@@ -253,17 +480,23 @@ pub static RULES: &[RuleSpec] = &[
         // A Cookie / Set-Cookie header line: the whole value goes.
         pattern: r"(?xi)\b(?:set-)?cookie\s*:\s*(?P<s>[^\s\r\n][^\r\n]*)",
         check: Some(v::not_placeholder),
+        keywords: &["cookie"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@secret_kv",
         kind: "secret",
         method: Method::Replace,
+        // (Unbounded repetitions, lengths checked in code: a counted repetition of a Unicode
+        // negated class, `[^"\r\n]{1,512}`, compiles to hundreds of UTF-8 automata, milliseconds
+        // of a fresh isolate's first call.)
         // `<key> <op> <value>` where the key names a secret (password, token, api_key, secret,
         // auth, cookie, session, ...); `classify_key` decides, and names the kind. Also the
         // reversed comparison `"<value>" == password`.
         pattern: r#"(?xi)
-            \bkey\s*=\s*"(?P<k3>[^"\r\n]{1,64})"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
-          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
+            \bkey\s*=\s*"(?P<k3>[^"\r\n]+)"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
+          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|pw|pin|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
                   |__secure-|__host-)[A-Za-z0-9_.-]*)
             (?:\[[0-9]*\])?
             (?:
@@ -271,8 +504,8 @@ pub static RULES: &[RuleSpec] = &[
                 (?:\s*:?\s*(?:string|str|&str|const|char|bytes|\[\]byte|text))?   # typed declarations
                 \s*(?:=>|:=|===?|!==?|[.:?+|]{1,3}=|[:=])\s*@?
                 (?:
-                    "(?P<s1>[^"\r\n]*)"
-                  | '(?P<s2>[^'\r\n]*)'
+                    "(?P<s1>(?:[^"\\\r\n]|\\[^\r\n])*)"           # to the closing quote, escapes included
+                  | '(?P<s2>(?:[^'\\\r\n]|\\[^\r\n])*)'
                   | `(?P<s3>[^`\r\n]*)`
                   | \\"(?P<s4>[^"\\\r\n]*)                       # escaped JSON: \"value\"
                   | ["'`]?(?P<s5>(?:[^\s"'`,;&\\]|\\[^"'\s])+)   # bare value
@@ -283,8 +516,13 @@ pub static RULES: &[RuleSpec] = &[
             (?P<k2>[A-Za-z0-9_.]*(?:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
           | ["'](?P<k4>[A-Za-z0-9_.-]{1,64})["']\s*,\s*["'](?P<s9>[^"'\r\n]+)["']        # setProperty("TOKEN", "…")
           | <(?P<k5>[A-Za-z0-9_.-]{1,64})>(?:\s|\\[nrt])*(?P<s10>[^<\s\\]+)          # <token>…</token>
+          | \((?P<k6>[A-Za-z0-9_.-]{1,64})\)\s*=\s*\((?P<s11>[^)\r\n]+)\)(?:[\s.,;]|$)   # Postgres: Key (token)=(…)
+          | (?:^|\s)--(?P<k7>[A-Za-z0-9_.-]{1,64})\s+(?P<s12>[^\s"'`-][^\s"'`]*)     # --api-key VALUE
             "#,
         check: Some(v::secret_kv),
+        keywords: KV_KEYWORDS,
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@bundler_credential",
@@ -293,6 +531,9 @@ pub static RULES: &[RuleSpec] = &[
         // Bundler host credentials: BUNDLE_GEMS__EXAMPLE__COM=user:pass
         pattern: r#"(?x)\bBUNDLE_[A-Z0-9_]*__[A-Z0-9_]+["']?\s*[:=]\s*["']?(?P<s>[^\s"']+)"#,
         check: Some(v::has_colon),
+        keywords: &["bundle_"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@base64_credentials",
@@ -301,6 +542,9 @@ pub static RULES: &[RuleSpec] = &[
         // Padded base64 that decodes to `user:password` (Kubernetes `data:` values, env files).
         pattern: r"(?x)(?:^|[^A-Za-z0-9+/])(?P<s>[A-Za-z0-9+/]{8,}={1,2})",
         check: Some(v::base64_credentials),
+        keywords: &[],
+        scan: Some(p::padded_base64),
+        find: None,
     },
     RuleSpec {
         id: "@base64_blob",
@@ -309,8 +553,53 @@ pub static RULES: &[RuleSpec] = &[
         // Base64 of a JSON object (docker config, service-account files) or of a PEM block.
         pattern: r"(?x)\b(?P<s>eyJ[A-Za-z0-9+/]{40,}={0,2}|LS0tLS1CRUdJTi[A-Za-z0-9+/]{20,}={0,2})",
         check: None,
+        keywords: &["eyj", "ls0tls1crudjti"],
+        scan: None,
+        find: None,
     },
     // ---------------------------------------------------------------- PII
+    RuleSpec {
+        id: "@home_user",
+        kind: "user",
+        method: Method::Replace,
+        // The user name in a home-directory path: `C:\Users\<name>`, `/home/<name>`,
+        // `/Users/<name>` (also JSON-escaped `C:\\Users\\`), as Relay's `@userpath`; the check
+        // keeps role accounts (`runner`, `Public`) and URL paths (`/api/Users/5`).
+        pattern: r#"(?x)
+            [A-Za-z]:(?:\\\\|\\|/)(?:Users|Documents\ and\ Settings)(?:\\\\|\\|/)
+            (?:
+                (?P<s1>[^\\/"'`:*?<>|\r\n,;()\[\]{}]+?)(?:\\|/)    # Windows names may hold spaces
+              | (?P<s2>[^\\/\s"'`:*?<>|,;()\[\]{}]+)
+            )
+          | (?:/home/|/Users/)(?P<s3>[^\\/\s"'`:*?<>|,;()\[\]{}]+)"#,
+        check: Some(v::home_user),
+        keywords: &["\\users", "/users", "/home/", "documents and settings"],
+        scan: None,
+        find: None,
+    },
+    RuleSpec {
+        id: "@ssn",
+        kind: "ssn",
+        method: Method::Replace,
+        // US social security numbers `123-45-6789` / `123 45 6789` with the SSA's validity rules
+        // (area not 000, 666 or 900+, group not 00, serial not 0000), as presidio's recognizer.
+        pattern: r"(?x)\b(?P<s>[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3}\ [0-9]{2}\ [0-9]{4})\b",
+        check: Some(v::ssn),
+        keywords: &[],
+        scan: Some(p::ssn_digits),
+        find: None,
+    },
+    RuleSpec {
+        id: "@uk_nhs",
+        kind: "nhs_number",
+        method: Method::Replace,
+        // UK NHS numbers in their printed grouping 3-3-4 (mod-11 check digit in code).
+        pattern: r"(?x)\b(?P<s>[0-9]{3}-[0-9]{3}-[0-9]{4}|[0-9]{3}\ [0-9]{3}\ [0-9]{4})\b",
+        check: Some(v::uk_nhs),
+        keywords: &[],
+        scan: Some(p::ssn_digits),
+        find: None,
+    },
     RuleSpec {
         id: "@email",
         kind: "email",
@@ -323,6 +612,9 @@ pub static RULES: &[RuleSpec] = &[
             (?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*
             \.(?:xn--[A-Za-z0-9-]{2,59}|[A-Za-z]{2,24})",
         check: Some(v::email),
+        keywords: &["@", "%40"],
+        scan: None,
+        find: None,
     },
     RuleSpec {
         id: "@credit_card",
@@ -333,10 +625,14 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r"(?x)
             \b(?P<s>
                 [0-9]{4}(?:[\ -][0-9]{4}){3}(?:[\ -]?[0-9]{1,3})?
+              | [0-9]{4}(?:[\ -][0-9]{4}){2}[\ -][0-9]{1,3}       # 13-15 digits as 4-4-4-n
               | [0-9]{4}[\ -][0-9]{6}[\ -][0-9]{4,5}
               | [0-9]{13,19}
             )\b",
         check: Some(v::credit_card),
+        keywords: &[],
+        scan: Some(p::card_digits),
+        find: None,
     },
     RuleSpec {
         id: "@iban",
@@ -344,6 +640,9 @@ pub static RULES: &[RuleSpec] = &[
         method: Method::Mask(v::iban_country),
         pattern: r"(?x)\b(?P<s>[A-Z]{2}[0-9]{2}(?:\ ?[A-Z0-9]{4}){2,7}(?:\ ?[A-Z0-9]{1,3})?)\b",
         check: Some(v::iban),
+        keywords: &[],
+        scan: Some(p::iban_start),
+        find: None,
     },
     RuleSpec {
         id: "@ipv6",
@@ -363,6 +662,9 @@ pub static RULES: &[RuleSpec] = &[
             (?:%[0-9A-Za-z._-]+)?
             (?:/[0-9]{1,4})?",
         check: Some(v::ipv6),
+        keywords: &[],
+        scan: Some(p::ipv6_like),
+        find: None,
     },
     RuleSpec {
         id: "@ipv4",
@@ -373,6 +675,9 @@ pub static RULES: &[RuleSpec] = &[
             (?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}
             (?:/[0-9]{1,3})?",
         check: Some(v::ipv4),
+        keywords: &[],
+        scan: Some(p::dotted_quad),
+        find: None,
     },
     RuleSpec {
         id: "@mac",
@@ -383,6 +688,9 @@ pub static RULES: &[RuleSpec] = &[
           | [0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}
           | [0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}",
         check: Some(v::mac),
+        keywords: &[],
+        scan: Some(p::mac_like),
+        find: None,
     },
     RuleSpec {
         id: "@phone",
@@ -399,6 +707,23 @@ pub static RULES: &[RuleSpec] = &[
           | 0[0-9]{1,2}-[0-9]{7,8}
           | 0[1-9][0-9]{8,9}",
         check: Some(v::phone),
+        keywords: &[],
+        scan: Some(p::phone_digits),
+        find: None,
+    },
+    // ---------------------------------------------------------------- secrets by content
+    RuleSpec {
+        id: "@high_entropy",
+        kind: "secret",
+        method: Method::Replace,
+        // No pattern: tokens judged by their entropy and shape (detect-secrets' high-entropy
+        // plugins, with our guards), see `entropy::is_secret_token`. Last, so that every
+        // shape rule wins a tie.
+        pattern: "",
+        check: None,
+        keywords: &[],
+        scan: Some(p::token_run20),
+        find: Some(super::entropy::find_tokens),
     },
 ];
 
@@ -507,7 +832,7 @@ mod tests {
                     "[redacted:github_token]",
                 ),
             ],
-            &["foo_wWPw5k4aXcaT4fNP0UcnZwJUVFk6LO0pINUx", "ghp_short"],
+            &["gh_pages_branch", "ghp_short"],
         ),
         (
             "@stripe_key",
@@ -606,6 +931,42 @@ mod tests {
                 ),
             ],
             &["glpat-", "the npm_config_cache setting", "shp_not_a_token"],
+        ),
+        (
+            "@vendor_context",
+            &[
+                (
+                    "sumologic.accessId = \"su9OL59biWiJu7\"",
+                    "sumologic.accessId = \"[redacted:api_key]\"",
+                ),
+                (
+                    "sourcegraph: 6d2FabeB6ADd229Bc199FabA28fD3efb57dF0bD3",
+                    "sourcegraph: [redacted:api_key]",
+                ),
+                (
+                    "\"artifactory\", \"z2nusczcq50777dqe4qr4piaer6r064aoldzidn5p3fba3u3wd2s8u18hhjkdng6\"",
+                    "\"artifactory\", \"[redacted:api_key]\"",
+                ),
+                (
+                    "bot 110201543:AAHdqTcvCH1vGWJxfSe1ofSAs0K5PALDsaw failed",
+                    "bot [redacted:api_key] failed",
+                ),
+            ],
+            &[
+                "sumObj = suGyI5imvADdvU",
+                "sumologic_access_id         = \"\"",
+                "export SUMOLOGIC_ACCESSID=XXXXXXXXXXXXXX",
+                "BcAeb6640ad7DAD46AD73687946Ce85047d5C9Bb",
+                "xray tracing enabled: true",
+            ],
+        ),
+        (
+            "@gcp_service_account",
+            &[(
+                "{\"type\": \"service_account\", \"project_id\": \"p\"}",
+                "{\"type\": \"[redacted:service_account]\", \"project_id\": \"p\"}",
+            )],
+            &["service_account missing", "\"type\": \"authorized_user\""],
         ),
         (
             "@webhook_url",
@@ -727,6 +1088,27 @@ mod tests {
                     "<apiToken>abc123</apiToken>",
                     "<apiToken>[redacted:token]</apiToken>",
                 ),
+                (
+                    "Key (secret)=(wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY) already exists.",
+                    "Key (secret)=([redacted:secret]) already exists.",
+                ),
+                (
+                    "body password=tr0ub&dor&x&user=bob",
+                    "body password=[redacted:password]&user=bob",
+                ),
+                (
+                    r#"{"password":"p\"a&ss w","user":"bob"}"#,
+                    r#"{"password":"[redacted:password]","user":"bob"}"#,
+                ),
+                (
+                    "run --softlayer-api-key abcd1234abcd1234 now",
+                    "run --softlayer-api-key [redacted:api_key] now",
+                ),
+                ("X-Shop-Key: abc123", "X-Shop-Key: [redacted:api_key]"),
+                (
+                    "cloudant_pw='abcd1234abcd1234'",
+                    "cloudant_pw='[redacted:password]'",
+                ),
             ],
             &[
                 "password=",
@@ -766,6 +1148,59 @@ mod tests {
                 ".dockercfg: [redacted:encoded_secret]",
             )],
             &["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", "LS0tLS1"],
+        ),
+        (
+            "@home_user",
+            &[
+                (
+                    "at /home/alice/app/src/index.js:3:7",
+                    "at /home/[redacted:user]/app/src/index.js:3:7",
+                ),
+                (
+                    "ENOENT: open 'C:\\Users\\Bob Smith\\AppData\\x.json'",
+                    "ENOENT: open 'C:\\Users\\[redacted:user]\\AppData\\x.json'",
+                ),
+                (
+                    "(/Users/jdoe/Projects/api/worker.js:10:2)",
+                    "(/Users/[redacted:user]/Projects/api/worker.js:10:2)",
+                ),
+                (
+                    r#"{"path":"C:\\Users\\carol\\x"}"#,
+                    r#"{"path":"C:\\Users\\[redacted:user]\\x"}"#,
+                ),
+            ],
+            &[
+                "at /home/runner/work/app/index.js:1:1",
+                "GET https://api.example.com/v1/Users/42 failed",
+                "C:\\Users\\Public\\Documents",
+                "/home/$USER/.config",
+                "cd /srv/home/site",
+            ],
+        ),
+        (
+            "@ssn",
+            &[
+                ("ssn 078-05-1121 on file", "ssn [redacted:ssn] on file"),
+                ("SSN: 536 22 1234.", "SSN: [redacted:ssn]."),
+            ],
+            &[
+                "000-12-3456",
+                "666-12-3456",
+                "912-34-5678",
+                "123-00-4567",
+                "123-45-0000",
+                "123-45-6789",
+                "call 1-415-55-0132",
+                "v1.234-56-7890",
+            ],
+        ),
+        (
+            "@uk_nhs",
+            &[
+                ("nhs 401-023-2137 ok", "nhs [redacted:nhs_number] ok"),
+                ("943 476 5919", "[redacted:nhs_number]"),
+            ],
+            &["401-023-2138", "943 476 5918"],
         ),
         (
             "@email",
@@ -887,6 +1322,35 @@ mod tests {
                 "took 1234 ms",
                 "01-02-2024",
                 "x +12 y",
+            ],
+        ),
+        (
+            "@high_entropy",
+            &[
+                (
+                    "D1_ERROR: near \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\": syntax error",
+                    "D1_ERROR: near \"[redacted:secret]\": syntax error",
+                ),
+                (
+                    "invalid api key pk_prod_4eC39HqLyjWDarjtT1zdp7dc",
+                    "invalid api key [redacted:secret]",
+                ),
+                (
+                    "unknown session sess_9fKd02LmQx7PzR4tVb81NcWe",
+                    "unknown session [redacted:secret]",
+                ),
+                (
+                    "foo_wWPw5k4aXcaT4fNP0UcnZwJUVFk6LO0pINUx",
+                    "[redacted:secret]",
+                ),
+            ],
+            &[
+                "at Object.handleRequestWithRetries (worker.js:12:34)",
+                "request 123e4567-e89b-12d3-a456-426614174000 failed",
+                "commit 8f953371d3e85eddb89b05ed6b9e680791055315",
+                "customer cus_NffrFeUfNV2Hib9xKQ7 not found",
+                "sort=created_at_desc&page_size=100",
+                "Base64EncoderV2Instance is not a constructor",
             ],
         ),
     ];

@@ -72,24 +72,112 @@ fn push_placeholder(out: &mut String, remarks: &mut Vec<Remark>, rule: &str, tex
     });
 }
 
-/// Scrubs `k=v&k2=v2`: every non-empty value replaced, keys scrubbed as text; a bare component
-/// (no `=`) is scrubbed as text.
-fn scrub_pairs(query: &str, out: &mut String, remarks: &mut Vec<Remark>) {
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
+/// Query keys whose values are credentials or personal data even though [`classify_key`] does
+/// not say so (OAuth `code`/`state`, signatures, one-time codes; names, search terms, contact
+/// details): their values are always replaced. Compared case-insensitively.
+pub const QUERY_SENSITIVE_KEYS: &[&str] = &[
+    "code",
+    "state",
+    "sig",
+    "signature",
+    "otp",
+    "nonce",
+    "hash",
+    "ticket",
+    "hmac",
+    "user",
+    "username",
+    "login",
+    "name",
+    "fullname",
+    "firstname",
+    "lastname",
+    "first",
+    "last",
+    "email",
+    "mail",
+    "phone",
+    "tel",
+    "mobile",
+    "address",
+    "q",
+    "query",
+    "search",
+    "term",
+    "s",
+    "city",
+    "zip",
+    "postcode",
+    "ssn",
+    "dob",
+    "birthdate",
+    "iban",
+    "account",
+    "card",
+];
+
+/// Where the line is for a query value (`key=value`): it stays visible when the key is harmless
+/// (neither [`classify_key`] nor [`QUERY_SENSITIVE_KEYS`]) and the value is benign: a number of at
+/// most 6 integer digits (`page=2`, `limit=100`, `ratio=0.5`, `-1`), or one word of 1–16 ASCII
+/// letters (`Infinity`, `asc`, `true`, an enum value), and no text rule fires on it. Everything
+/// else becomes `[redacted:query]`: ids, tokens, emails, long numbers (phones, cards), free text.
+pub fn benign_query_value(key: &str, value: &str) -> bool {
+    let k = key.trim().to_ascii_lowercase();
+    if classify_key(&k).is_some() || QUERY_SENSITIVE_KEYS.contains(&k.as_str()) {
+        return false;
+    }
+    let v = value.strip_prefix('-').unwrap_or(value);
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    let number = !int.is_empty()
+        && int.len() <= 6
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 6
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    let word = (1..=16).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphabetic());
+    (number || word) && scrub_text(value).is_clean()
+}
+
+/// Scrubs `k=v&k2=v2`: keys scrubbed as text, values kept when [`benign_query_value`], else
+/// replaced; a bare component (no `=`) is scrubbed as text, except right after a replaced value:
+/// there it is the rest of that value (`password=tr0ub&dor&user=x`, an `&` the producer did not
+/// percent-encode) and goes with it. `carry` says the text before ended in a replaced value (a
+/// raw `#` in a password starts the fragment); returns whether this one does.
+fn scrub_pairs(query: &str, out: &mut String, remarks: &mut Vec<Remark>, carry: bool) -> bool {
+    let mut prev_replaced = carry;
+    let mut first = true;
+    for pair in query.split('&') {
+        let split = pair.split_once('=');
+        if split.is_none() && prev_replaced {
+            continue;
+        }
+        if !first {
             out.push('&');
         }
-        match pair.split_once('=') {
+        first = false;
+        match split {
             Some((k, v)) => {
                 push_scrubbed(out, remarks, scrub_text(k));
                 out.push('=');
-                if !v.is_empty() {
+                prev_replaced = false;
+                if benign_query_value(k, v) {
+                    out.push_str(v);
+                } else if !v.is_empty() {
                     push_placeholder(out, remarks, "@query_value", "[redacted:query]");
+                    prev_replaced = true;
+                } else {
+                    // `api_key=` then a raw `#`: the value went into the fragment
+                    let key = k.trim().to_ascii_lowercase();
+                    prev_replaced = classify_key(&key).is_some()
+                        || QUERY_SENSITIVE_KEYS.contains(&key.as_str());
                 }
             }
-            None => push_scrubbed(out, remarks, scrub_text(pair)),
+            None => {
+                prev_replaced = false;
+                push_scrubbed(out, remarks, scrub_text(pair));
+            }
         }
     }
+    prev_replaced
 }
 
 /// Scrubs a URL: userinfo replaced by `[redacted:url_userinfo]`, every query value (and every
@@ -144,16 +232,26 @@ pub fn scrub_url(url: &str) -> Scrubbed {
     } else {
         push_scrubbed(&mut out, &mut remarks, scrub_text(rest));
     }
+    let mut carry = false;
     if let Some(q) = query {
         out.push('?');
-        scrub_pairs(q, &mut out, &mut remarks);
+        carry = scrub_pairs(q, &mut out, &mut remarks, false);
     }
     if let Some(f) = fragment {
-        out.push('#');
-        if f.contains('=') {
-            scrub_pairs(f, &mut out, &mut remarks);
+        if carry {
+            // the fragment began inside a replaced value: that part goes with it
+            let rest = f.split_once('&').map_or("", |(_, r)| r);
+            if !rest.is_empty() {
+                out.push('&');
+                scrub_pairs(rest, &mut out, &mut remarks, true);
+            }
         } else {
-            push_scrubbed(&mut out, &mut remarks, scrub_text(f));
+            out.push('#');
+            if f.contains('=') {
+                scrub_pairs(f, &mut out, &mut remarks, false);
+            } else {
+                push_scrubbed(&mut out, &mut remarks, scrub_text(f));
+            }
         }
     }
     if truncated {
@@ -381,7 +479,7 @@ mod tests {
         );
         assert_eq!(
             out.text,
-            "https://[redacted:url_userinfo]@api.example.com/users/[redacted:email]/x?token=[redacted:query]&page=[redacted:query]&flag#access_token=[redacted:query]"
+            "https://[redacted:url_userinfo]@api.example.com/users/[redacted:email]/x?token=[redacted:query]&page=2&flag#access_token=[redacted:query]"
         );
         for r in &out.remarks {
             assert!(out.text[r.start..r.end].starts_with("[redacted:"), "{r:?}");
@@ -389,13 +487,37 @@ mod tests {
         let rules: Vec<&str> = out.remarks.iter().map(|r| r.rule.as_str()).collect();
         assert_eq!(
             rules,
-            [
-                "@url_userinfo",
-                "@email",
-                "@query_value",
-                "@query_value",
-                "@query_value"
-            ]
+            ["@url_userinfo", "@email", "@query_value", "@query_value"]
+        );
+    }
+
+    #[test]
+    fn query_value_with_raw_ampersand_or_hash() {
+        assert_eq!(
+            scrub_url("/login?password=tr0ub&dor&user=bob&page=2").text,
+            "/login?password=[redacted:query]&user=[redacted:query]&page=2"
+        );
+        assert_eq!(
+            scrub_url("/x?api_key=c#c&Q#S&page=2").text,
+            "/x?api_key=[redacted:query]&page=2"
+        );
+        assert_eq!(scrub_url("/x?a&b").text, "/x?a&b");
+    }
+
+    #[test]
+    fn query_values_benign_or_not() {
+        // the visible side: harmless key, short number or one word
+        assert_eq!(
+            scrub_url("/items?page=2&limit=Infinity&sort=asc&ratio=0.25&offset=-1").text,
+            "/items?page=2&limit=Infinity&sort=asc&ratio=0.25&offset=-1"
+        );
+        // the replaced side: sensitive key, personal key, long number, id, token, email, text
+        assert_eq!(
+            scrub_url(
+                "/x?token=2&password=Infinity&code=1234&q=alice&id=1234567&ref=ab12cd&to=a%40b.io&msg=hi%20there&session=asc"
+            )
+            .text,
+            "/x?token=[redacted:query]&password=[redacted:query]&code=[redacted:query]&q=[redacted:query]&id=[redacted:query]&ref=[redacted:query]&to=[redacted:query]&msg=[redacted:query]&session=[redacted:query]"
         );
     }
 

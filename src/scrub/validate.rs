@@ -75,6 +75,62 @@ pub(crate) fn is_placeholder(value: &str) -> bool {
     tmpl || angle || var || v == "%s"
 }
 
+/// A stand-in value, not a secret: mostly one filler character (`ghp_xxxx…`, `AKIAXXXX…`,
+/// `glc_1111…`, `****`: at least 60% of it one of `x X * # 0 1 .`). This is what gitleaks'
+/// per-rule entropy floors keep out; it applies to the token shape rules ([`filler_checked`]),
+/// not to values under a credential key (sensitive by key, whatever they look like), never to
+/// cards, IBANs or phone numbers (`4111 1111 1111 1111` is a real
+/// test card).
+pub fn is_filler(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.len() < 8 {
+        return false;
+    }
+    let most = [b'x', b'X', b'*', b'#', b'0', b'1', b'.']
+        .iter()
+        .map(|f| b.iter().filter(|c| *c == f).count())
+        .max()
+        .unwrap_or(0);
+    most * 10 >= b.len() * 6
+}
+
+/// An alphabet or digit run (`abcdefgh…`, `0123456789…`): at least 40% of adjacent pairs ascend
+/// by one (detect-secrets' sequential-string filter). Used by the entropy finder only: the shape
+/// rules' test corpora use such values as positives (`12345678-ABCD-…`).
+pub fn is_sequential(v: &[u8]) -> bool {
+    if v.len() < 8 {
+        return false;
+    }
+    let ascending = v
+        .windows(2)
+        .filter(|w| w[0].is_ascii_alphanumeric() && w[1] == w[0].wrapping_add(1))
+        .count();
+    ascending * 10 >= (v.len() - 1) * 4
+}
+
+/// The rules whose candidates are dropped when [`is_filler`].
+pub const FILLER_CHECKED: &[&str] = &[
+    "@bearer",
+    "@aws_access_key",
+    "@aws_secret_key",
+    "@github_token",
+    "@stripe_key",
+    "@slack_token",
+    "@google_api_key",
+    "@anthropic_key",
+    "@openai_key",
+    "@cloudflare_token",
+    "@vendor_token",
+    "@vendor_context",
+    "@bundler_credential",
+    "@high_entropy",
+];
+
+/// Whether rule `id` drops filler values ([`FILLER_CHECKED`]).
+pub fn filler_checked(id: &str) -> bool {
+    FILLER_CHECKED.contains(&id)
+}
+
 /// Trims closing brackets that do not belong to the value (`(password=abc)` -> `abc`).
 fn trim_unbalanced_closers(value: &str) -> &str {
     let mut v = value;
@@ -357,6 +413,10 @@ pub fn classify_key(key: &str) -> Option<KeyClass> {
     {
         return class("@password_kv", "password");
     }
+    // custom API-key headers `x-<vendor>-key`, `x-api-key`: strong whatever the vendor
+    if raw.starts_with("x-") && (raw.ends_with("-key") || raw.ends_with("_key")) {
+        return class("@api_key_kv", "api_key");
+    }
     if n.contains("privatekey") {
         return class("@private_key_kv", "private_key");
     }
@@ -441,6 +501,25 @@ fn split_camel(s: &str) -> Vec<&str> {
     parts
 }
 
+/// Moves `end` (just after a bare `key=value`) past every `&part` that has no `=` before the
+/// next `&`, whitespace, quote or `;`.
+fn extend_over_ampersands(text: &str, mut end: usize) -> usize {
+    while text.get(end..).is_some_and(|r| r.starts_with('&')) {
+        let rest = text.get(end + 1..).unwrap_or("");
+        let part_len = rest
+            .find(|ch: char| {
+                ch == '&' || ch.is_whitespace() || matches!(ch, '"' | '\'' | '`' | ';')
+            })
+            .unwrap_or(rest.len());
+        let part = rest.get(..part_len).unwrap_or("");
+        if part.contains('=') || (part.is_empty() && !rest.starts_with('&')) {
+            break;
+        }
+        end += 1 + part_len;
+    }
+    end
+}
+
 /// Authorization schemes: `Authorization: <scheme> <credentials>`; the credentials are the secret.
 const AUTH_SCHEMES: &[&str] = &[
     "bearer",
@@ -463,11 +542,18 @@ const AUTH_SCHEMES: &[&str] = &[
 /// The key=value rule: the key must be a whole identifier that [`classify_key`] accepts, and the
 /// value must not be a placeholder. The kind comes from the key.
 pub(crate) fn secret_kv(text: &str, c: &Captures, span: (usize, usize)) -> Option<Hit> {
-    let key = ["k", "k2", "k3", "k4", "k5"]
+    let key = ["k", "k2", "k3", "k4", "k5", "k6", "k7"]
         .iter()
         .find_map(|n| c.name(n))?;
-    // the key starts at an identifier boundary (no `bypass` -> `ypass` on a retry)
-    if char_before(text, key.start()).is_some_and(|ch| is_word(ch) || ch == '-' || ch == '.') {
+    if c.name("k3").is_some() && key.as_str().chars().count() > 64 {
+        return None;
+    }
+    // the key starts at an identifier boundary (no `bypass` -> `ypass` on a retry); a CLI
+    // flag's key starts after its `--`
+    let flag = c.name("k7").is_some();
+    if !flag
+        && char_before(text, key.start()).is_some_and(|ch| is_word(ch) || ch == '-' || ch == '.')
+    {
         return None;
     }
     if char_at(text, key.end()).is_some_and(is_word) {
@@ -476,13 +562,20 @@ pub(crate) fn secret_kv(text: &str, c: &Captures, span: (usize, usize)) -> Optio
     let class = classify_key(key.as_str())?;
     let (mut start, mut end) = span;
     let raw = text.get(start..end)?;
-    let quoted = c.name("s5").is_none();
+    let bare = c.name("s5").is_some() || c.name("s12").is_some();
+    let quoted = !bare;
     let value = if quoted {
         raw
     } else {
         trim_unbalanced_closers(raw)
     };
     end = start + value.len();
+    if c.name("s5").is_some() && value.len() == raw.len() {
+        // form syntax: `password=tr0ub&dor&user=x` — an `&` followed by a component without
+        // `=` cannot start a new field, so it is still the value
+        end = extend_over_ampersands(text, end);
+    }
+    let value = text.get(start..end)?;
     if is_placeholder(value) || (class.weak && !looks_like_secret_value(value)) {
         return None;
     }
@@ -639,7 +732,116 @@ pub fn iban_mod97(compact: &str) -> bool {
     rem == 1
 }
 
-/// IBANs: mod 97; the greedy pattern may have eaten a following group, so shorter prefixes
+/// IBAN length per country, from the SWIFT IBAN registry (release 99, 2025: 89 countries and
+/// territories). A candidate of a listed country must have exactly this length.
+pub const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BI", 27),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DJ", 27),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FK", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HN", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("LY", 25),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MN", 20),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NI", 28),
+    ("NL", 18),
+    ("NO", 15),
+    ("OM", 23),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("RU", 33),
+    ("SA", 24),
+    ("SC", 31),
+    ("SD", 18),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("SO", 23),
+    ("ST", 25),
+    ("SV", 28),
+    ("TL", 23),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
+    ("YE", 30),
+];
+
+/// The registry length of the IBANs of country `cc` (`DE` → 22), if it is in the registry.
+pub fn iban_length(cc: &str) -> Option<usize> {
+    IBAN_LENGTHS.iter().find(|(c, _)| *c == cc).map(|&(_, n)| n)
+}
+
+/// A compact candidate is an IBAN: mod 97, and the registry length when the country is listed
+/// (a country outside the registry: any length 15–34, as before).
+pub fn is_iban(compact: &str) -> bool {
+    let length_ok = match compact.get(..2).and_then(iban_length) {
+        Some(n) => compact.len() == n,
+        None => true,
+    };
+    length_ok && iban_mod97(compact)
+}
+
+/// IBANs: [`is_iban`]; the greedy pattern may have eaten a following group, so shorter prefixes
 /// (on group boundaries) are tried too.
 pub(crate) fn iban(text: &str, _c: &Captures, span: (usize, usize)) -> Option<Hit> {
     let v = text.get(span.0..span.1)?;
@@ -647,7 +849,7 @@ pub(crate) fn iban(text: &str, _c: &Captures, span: (usize, usize)) -> Option<Hi
     while end >= 15 {
         let cand = v.get(..end)?;
         let compact: String = cand.chars().filter(|c| *c != ' ').collect();
-        if iban_mod97(&compact) {
+        if is_iban(&compact) {
             return hit(span.0, span.0 + end);
         }
         // drop the last group (or last char when not grouped)
@@ -664,6 +866,120 @@ pub(crate) fn iban_country(v: &str) -> Option<String> {
     cc.chars()
         .all(|c| c.is_ascii_uppercase())
         .then(|| cc.to_ascii_lowercase())
+}
+
+/// US social security numbers: the SSA's rules (area 001–665 or 667–899, group 01–99, serial
+/// 0001–9999), not one repeated digit nor `123-45-6789`/`987-65-4321` (the textbook samples, as
+/// presidio), not glued to another number, a dash or a dot (phone numbers, versions, dates).
+pub(crate) fn ssn(text: &str, _c: &Captures, span: (usize, usize)) -> Option<Hit> {
+    let v = text.get(span.0..span.1)?;
+    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+    let area: u32 = digits.get(..3)?.parse().ok()?;
+    let group: u32 = digits.get(3..5)?.parse().ok()?;
+    let serial: u32 = digits.get(5..9)?.parse().ok()?;
+    if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
+        return None;
+    }
+    let first = digits.chars().next()?;
+    if digits.chars().all(|ch| ch == first) || digits == "123456789" || digits == "987654321" {
+        return None;
+    }
+    let glued = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '+' | '/' | '_');
+    let decimal_after = char_at(text, span.1) == Some('.')
+        && char_at(text, span.1 + 1).is_some_and(|ch| ch.is_ascii_digit());
+    if char_before(text, span.0).is_some_and(glued)
+        || char_at(text, span.1).is_some_and(|ch| ch != '.' && glued(ch))
+        || decimal_after
+    {
+        return None;
+    }
+    hit(span.0, span.1)
+}
+
+/// UK NHS numbers `401 023 2137` / `401-023-2137`: the mod-11 check digit (weights 10…2 over
+/// the first nine digits; 11 − sum mod 11, 11 → 0, 10 invalid), as presidio's recognizer.
+pub(crate) fn uk_nhs(text: &str, _c: &Captures, span: (usize, usize)) -> Option<Hit> {
+    let v = text.get(span.0..span.1)?;
+    let d: Vec<u32> = v.chars().filter_map(|ch| ch.to_digit(10)).collect();
+    if d.len() != 10 {
+        return None;
+    }
+    let sum: u32 = d
+        .iter()
+        .take(9)
+        .zip((2..=10).rev())
+        .map(|(x, w)| x * w)
+        .sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return None,
+        c => c,
+    };
+    let glued = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '+' | '/' | '_');
+    // not a group of a longer grouped number (`51 824 753 5564`)
+    let digit_group_before = char_before(text, span.0) == Some(' ')
+        && char_before(text, span.0 - 1).is_some_and(|ch| ch.is_ascii_digit());
+    let digit_group_after = char_at(text, span.1) == Some(' ')
+        && char_at(text, span.1 + 1).is_some_and(|ch| ch.is_ascii_digit());
+    if d.get(9) != Some(&check)
+        || digit_group_before
+        || digit_group_after
+        || char_before(text, span.0).is_some_and(glued)
+        || char_at(text, span.1).is_some_and(|ch| ch != '.' && glued(ch))
+    {
+        return None;
+    }
+    hit(span.0, span.1)
+}
+
+/// Home-directory names that are roles, not people: kept.
+pub const HOME_ROLE_ACCOUNTS: &[&str] = &[
+    "public",
+    "shared",
+    "default",
+    "default user",
+    "all users",
+    "defaultapppool",
+    "runner",
+    "user",
+    "username",
+    "node",
+    "ubuntu",
+    "ec2-user",
+    "vscode",
+    "codespace",
+    "circleci",
+    "travis",
+    "jenkins",
+    "app",
+    "www-data",
+];
+
+/// `@home_user`: the name has at most 64 chars, is no role account ([`HOME_ROLE_ACCOUNTS`]) nor a placeholder
+/// (`$USER`, `%USERNAME%`, `<user>`), and the path is not inside a URL or a longer path
+/// (`https://x.io/api/Users/5`, `/srv/home/x`): the char before the leading `/` (or the drive
+/// letter) must not be a letter, digit, `.`, `-`, `_` or `%`.
+pub(crate) fn home_user(text: &str, c: &Captures, span: (usize, usize)) -> Option<Hit> {
+    let name = text.get(span.0..span.1)?;
+    if name.chars().count() > 64 {
+        return None;
+    }
+    let whole = c.get(0)?;
+    if char_before(text, whole.start())
+        .is_some_and(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_' | '%'))
+    {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    if HOME_ROLE_ACCOUNTS.contains(&lower.as_str())
+        || is_placeholder(name)
+        || name.starts_with('%')
+        || name.starts_with('$')
+        || name.starts_with('~')
+    {
+        return None;
+    }
+    hit(span.0, span.1)
 }
 
 /// Strips a `/len` suffix when it is not a valid prefix length (or runs on into more digits).
@@ -762,6 +1078,16 @@ pub(crate) fn phone(text: &str, _c: &Captures, span: (usize, usize)) -> Option<H
     let v = v.trim_end_matches([' ', '-', '.', '(']);
     let end = span.0 + v.len();
     let digits = v.chars().filter(|c| c.is_ascii_digit()).count();
+    // North American `NXX-NXX-XXXX` without +1: the exchange starts with 2–9 (NANP), so
+    // `401-023-2138` is some other id (`401-023-2137` is a UK NHS number, `@uk_nhs`)
+    let b = v.as_bytes();
+    if b.len() == 12
+        && matches!(b.get(3), Some(b'-' | b'.'))
+        && matches!(b.get(7), Some(b'-' | b'.'))
+        && matches!(b.get(4), Some(b'0' | b'1'))
+    {
+        return None;
+    }
     let min = if v.starts_with('+') || v.starts_with('(') && !v.starts_with("(0") {
         8
     } else {

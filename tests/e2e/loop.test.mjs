@@ -149,7 +149,10 @@ describe("the loop on the demo producer", { timeout: 300_000 }, () => {
   });
 
   test("no seeded secret is stored anywhere in D1", async () => {
-    const needles = [...Object.values(SECRETS), "Sup3rSecret", "DemoLeakedToken", "alice.secret"];
+    const needles = [...Object.values(SECRETS), "Sup3rSecret", "DemoLeakedToken", "alice.secret",
+      // issue 9's prefix-less shapes, planted in demo/producer/index.js (and a password's tail)
+      "q8Zr3T0fWm1XcV7bN4kJ2pLs9HdYg6Ea5uRiOtWz", "pk_prod_4eC39HqLyjWDarjtT1zdp7dc",
+      "sess_9fKd02LmQx7PzR4tVb81NcWe", "tr0ub&dor&Pa55", "dor&Pa55"];
     // Every row of every table, through D1.
     const tables = (await d1(stateDir, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'")).map((t) => t.name);
     assert.ok(tables.includes("ops_log_events") && tables.includes("tickets"), tables.join(","));
