@@ -375,6 +375,25 @@ pub struct EventSample {
     pub request: Option<String>,
 }
 
+impl From<&Event> for EventSample {
+    /// The sample row that storing `e` gives (`ops_log_events`), as the tickets read it.
+    fn from(e: &Event) -> Self {
+        EventSample {
+            fingerprint: e.fingerprint.clone(),
+            method: e.method.clone(),
+            url: e.url.clone(),
+            status: e.status.map(i64::from),
+            outcome: e.outcome.clone(),
+            message: e.message.clone(),
+            stack: e.stack.clone(),
+            logs: json_text(&e.logs),
+            release: e.release.clone(),
+            event_timestamp: e.timestamp_ms,
+            request: Some(json_text(&e.request)),
+        }
+    }
+}
+
 /// A row of `tickets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TicketRow {

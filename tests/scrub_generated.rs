@@ -147,20 +147,8 @@ fn stored_forms(e: &Event) -> Vec<(&'static str, String)> {
         status: "open".into(),
         ticket_id: None,
     };
-    let sample = EventSample {
-        fingerprint: e.fingerprint.clone(),
-        method: e.method.clone(),
-        url: e.url.clone(),
-        status: e.status.map(i64::from),
-        outcome: e.outcome.clone(),
-        message: e.message.clone(),
-        stack: e.stack.clone(),
-        logs: serde_json::to_string(&e.logs).unwrap_or_default(),
-        release: e.release.clone(),
-        event_timestamp: e.timestamp_ms,
-        // The ticket shows the request's headers, query keys and colo too: all must be clean.
-        request: Some(e.request.to_string()),
-    };
+    // Exactly the row storing the event gives (request summary included: the ticket shows it).
+    let sample = EventSample::from(e);
     let samples = [sample];
     let body = ticket::body(&incident, &samples);
     let row = TicketRow {
