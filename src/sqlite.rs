@@ -106,42 +106,40 @@ impl Db {
 /// [`Db::batch`] on any connection: the statements in one transaction, each one's rows as JSON
 /// objects.
 pub fn run_batch(conn: &mut Connection, stmts: &[Statement]) -> Result<Vec<Vec<Value>>, DbError> {
-    {
-        let tx = conn.transaction().map_err(|e| DbError(e.to_string()))?;
-        let mut out = Vec::with_capacity(stmts.len());
-        for s in stmts {
-            let mut st = tx
-                .prepare_cached(s.sql)
-                .map_err(|e| DbError(format!("prepare {}: {e}", s.sql)))?;
-            let names: Vec<String> = st.column_names().iter().map(|n| n.to_string()).collect();
-            let mut rows = st
-                .query(params_from_iter(bind(&s.params)))
-                .map_err(|e| DbError(format!("{}: {e}", s.sql)))?;
-            let mut got = Vec::new();
-            while let Some(r) = rows
-                .next()
-                .map_err(|e| DbError(format!("{}: {e}", s.sql)))?
-            {
-                let mut obj = Map::new();
-                for (i, n) in names.iter().enumerate() {
-                    let v: Sql = r.get(i).map_err(|e| DbError(e.to_string()))?;
-                    obj.insert(
-                        n.clone(),
-                        match v {
-                            Sql::Null | Sql::Blob(_) => Value::Null,
-                            Sql::Integer(i) => json!(i),
-                            Sql::Real(f) => json!(f),
-                            Sql::Text(t) => json!(t),
-                        },
-                    );
-                }
-                got.push(Value::Object(obj));
+    let tx = conn.transaction().map_err(|e| DbError(e.to_string()))?;
+    let mut out = Vec::with_capacity(stmts.len());
+    for s in stmts {
+        let mut st = tx
+            .prepare_cached(s.sql)
+            .map_err(|e| DbError(format!("prepare {}: {e}", s.sql)))?;
+        let names: Vec<String> = st.column_names().iter().map(|n| n.to_string()).collect();
+        let mut rows = st
+            .query(params_from_iter(bind(&s.params)))
+            .map_err(|e| DbError(format!("{}: {e}", s.sql)))?;
+        let mut got = Vec::new();
+        while let Some(r) = rows
+            .next()
+            .map_err(|e| DbError(format!("{}: {e}", s.sql)))?
+        {
+            let mut obj = Map::new();
+            for (i, n) in names.iter().enumerate() {
+                let v: Sql = r.get(i).map_err(|e| DbError(e.to_string()))?;
+                obj.insert(
+                    n.clone(),
+                    match v {
+                        Sql::Null | Sql::Blob(_) => Value::Null,
+                        Sql::Integer(i) => json!(i),
+                        Sql::Real(f) => json!(f),
+                        Sql::Text(t) => json!(t),
+                    },
+                );
             }
-            out.push(got);
+            got.push(Value::Object(obj));
         }
-        tx.commit().map_err(|e| DbError(e.to_string()))?;
-        Ok(out)
+        out.push(got);
     }
+    tx.commit().map_err(|e| DbError(e.to_string()))?;
+    Ok(out)
 }
 
 /// Decodes JSON rows into `T`.

@@ -269,7 +269,7 @@ pub fn flush_statements(
     out
 }
 
-fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
+pub(crate) fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
     // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
 }

@@ -14,10 +14,10 @@ use selfheal::signal::gate::{self, GateMode, GatePolicy};
 use selfheal::signal::step::{self, BucketRow, ReleaseRow, ScriptRow};
 use selfheal::store::{
     self, EventSample, GatedIncidentRow, PRUNE_OCCURRENCES, SELECT_DEFERRED_DUE,
-    SELECT_EXTERNAL_TICKET_CANDIDATES, SELECT_GATED_TICKET_CANDIDATES, SELECT_SAMPLES,
-    SELECT_TICKET_CANDIDATES, SELECT_UNQUEUED_TICKETS, SqlValue, UPGRADE_EXTERNAL_TICKETS, utc_day,
+    SELECT_EXTERNAL_TICKET_CANDIDATES, SELECT_GATED_TICKET_CANDIDATES, SELECT_TICKET_CANDIDATES,
+    SELECT_UNQUEUED_TICKETS, utc_day,
 };
-use selfheal::ticket::{self, FixJob};
+use selfheal::ticket::FixJob;
 use selfheal::workers::{self, DB_BINDING, GlueError, QUEUE_BINDING, sql_with};
 use serde::Deserialize;
 use worker::{
@@ -25,8 +25,6 @@ use worker::{
     event,
 };
 
-/// Incidents ticketed per run (the rest wait for the next run).
-const MAX_TICKETS_PER_RUN: i64 = 50;
 /// Grace before an unsent job counts as lost (a concurrent run may still be sending it), ms.
 const UNQUEUED_GRACE_MS: i64 = 120_000;
 /// How long occurrence keys are kept for redelivery detection, ms (7 days).
@@ -97,10 +95,6 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
     if policy.mode == GateMode::Enforce && policy.external_tickets {
         // Tickets for humans: never a job.
         open_tickets(&db, SELECT_EXTERNAL_TICKET_CANDIDATES, "external", now).await?;
-    }
-    if policy.mode == GateMode::Enforce {
-        // An external ticket whose incident is now decided `ticket` gets its job (re-send path).
-        workers::batch(&db, &[sql_with(UPGRADE_EXTERNAL_TICKETS, vec![now.into()])]).await?;
     }
     report.tickets_opened = jobs.len();
     report.jobs_sent = send_jobs(&db, &queue, std::mem::take(&mut jobs), now).await?;
@@ -205,27 +199,12 @@ async fn open_tickets(
     now: i64,
 ) -> Result<Vec<FixJob>, GlueError> {
     let candidates: Vec<GatedIncidentRow> =
-        workers::query(db, &sql_with(select, vec![MAX_TICKETS_PER_RUN.into()])).await?;
+        workers::query(db, &step::ticket_candidates_statement(select)).await?;
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let fingerprints: Vec<&str> = candidates
-        .iter()
-        .map(|c| c.incident.fingerprint.as_str())
-        .collect();
-    let fps_json =
-        serde_json::to_string(&fingerprints).map_err(|e| GlueError::Decode(e.to_string()))?;
-    let samples: Vec<EventSample> = workers::query(
-        db,
-        &sql_with(
-            SELECT_SAMPLES,
-            vec![
-                SqlValue::Text(fps_json),
-                (ticket::MAX_SAMPLES as i64).into(),
-            ],
-        ),
-    )
-    .await?;
+    let samples: Vec<EventSample> =
+        workers::query(db, &step::ticket_samples_statement(&candidates)).await?;
     let stmts = step::ticket_statements(&candidates, &samples, kind, now);
     let results = workers::batch(db, &stmts).await?;
     // Rows come back only for tickets this run created (INSERT … ON CONFLICT DO NOTHING RETURNING).

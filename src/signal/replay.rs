@@ -18,8 +18,7 @@ use crate::event::process_batch_observed;
 use crate::sqlite::{Db, DbError, decode};
 use crate::store::{
     self, EventSample, GatedIncidentRow, SELECT_EXTERNAL_TICKET_CANDIDATES,
-    SELECT_GATED_TICKET_CANDIDATES, SELECT_SAMPLES, SELECT_TICKET_CANDIDATES, SamplePolicy,
-    SqlValue, Statement, UPGRADE_EXTERNAL_TICKETS, utc_day,
+    SELECT_GATED_TICKET_CANDIDATES, SELECT_TICKET_CANDIDATES, SamplePolicy, utc_day,
 };
 
 /// One decision as `selfheal replay` prints it.
@@ -223,12 +222,8 @@ impl Replay {
             _ => SELECT_TICKET_CANDIDATES,
         };
         self.open_tickets(select, "fix", now)?;
-        if self.policy.mode == GateMode::Enforce {
-            if self.policy.external_tickets {
-                self.open_tickets(SELECT_EXTERNAL_TICKET_CANDIDATES, "external", now)?;
-            }
-            self.db
-                .batch(&[Statement::new(UPGRADE_EXTERNAL_TICKETS, vec![now.into()])])?;
+        if self.policy.mode == GateMode::Enforce && self.policy.external_tickets {
+            self.open_tickets(SELECT_EXTERNAL_TICKET_CANDIDATES, "external", now)?;
         }
         Ok(())
     }
@@ -263,21 +258,12 @@ impl Replay {
 
     fn open_tickets(&mut self, select: &'static str, kind: &str, now: i64) -> Result<(), DbError> {
         let candidates: Vec<GatedIncidentRow> =
-            self.db.rows(Statement::new(select, vec![50i64.into()]))?;
+            self.db.rows(step::ticket_candidates_statement(select))?;
         if candidates.is_empty() {
             return Ok(());
         }
-        let fps: Vec<&str> = candidates
-            .iter()
-            .map(|c| c.incident.fingerprint.as_str())
-            .collect();
-        let samples: Vec<EventSample> = self.db.rows(Statement::new(
-            SELECT_SAMPLES,
-            vec![
-                SqlValue::Text(serde_json::to_string(&fps).unwrap_or_default()),
-                (crate::ticket::MAX_SAMPLES as i64).into(),
-            ],
-        ))?;
+        let samples: Vec<EventSample> =
+            self.db.rows(step::ticket_samples_statement(&candidates))?;
         self.db
             .batch(&step::ticket_statements(&candidates, &samples, kind, now))?;
         Ok(())

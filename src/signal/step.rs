@@ -25,6 +25,8 @@ pub const ACTIVE_WINDOW_MS: i64 = WEEK_MS;
 pub const FINE_HISTORY_MS: i64 = 2 * HOUR_MS;
 /// History read for baselines, ms (28 days + a day of margin).
 pub const HISTORY_MS: i64 = 29 * DAY_MS;
+/// Incidents ticketed per run (the rest wait for the next run).
+pub const MAX_TICKETS_PER_RUN: i64 = 50;
 /// Samples read per incident for the cause checks.
 pub const GATE_SAMPLES: i64 = 3;
 
@@ -181,9 +183,9 @@ pub fn context_statements(
     ]
 }
 
-/// JSON text of plain data (cannot fail) as a parameter.
+/// JSON text of plain data as a parameter.
 fn js<T: Serialize>(v: &T) -> SqlValue {
-    SqlValue::Text(serde_json::to_string(v).unwrap_or_else(|_| "[]".to_string()))
+    SqlValue::Text(store::json_text(v))
 }
 
 /// The platform's frames: a stack whose first frame is one of these is not the script's code.
@@ -301,7 +303,9 @@ ORDER BY id DESC LIMIT 1), '') <> ?4 RETURNING id, incident_id";
 
 /// The writes of one run's decisions (one batch): per decision, first the history row (only when
 /// the verdict changed; `RETURNING` tells which did), then the incident's current decision.
-/// Figures are refreshed at most hourly while nothing changes, to bound D1 writes.
+/// Figures are refreshed at most hourly while nothing changes, to bound D1 writes. In `enforce`
+/// mode one more statement follows: an external ticket whose incident is now decided `ticket`
+/// becomes a fix ticket whose job the re-send path sends ([`store::UPGRADE_EXTERNAL_TICKETS`]).
 pub fn decision_statements(decisions: &[Decision], mode: GateMode, now_ms: i64) -> Vec<Statement> {
     let mut out = Vec::with_capacity(decisions.len() * 2);
     for d in decisions {
@@ -330,6 +334,12 @@ pub fn decision_statements(decisions: &[Decision], mode: GateMode, now_ms: i64) 
                 priority,
                 now_ms.into(),
             ],
+        ));
+    }
+    if mode == GateMode::Enforce {
+        out.push(Statement::new(
+            store::UPGRADE_EXTERNAL_TICKETS,
+            vec![now_ms.into()],
         ));
     }
     out
@@ -362,6 +372,25 @@ pub fn prune_statements(now_ms: i64) -> Vec<Statement> {
             vec![fine.into()],
         ),
     ]
+}
+
+/// The read of up to [`MAX_TICKETS_PER_RUN`] ticket candidates with `select` (one of
+/// [`store::SELECT_TICKET_CANDIDATES`], [`store::SELECT_GATED_TICKET_CANDIDATES`],
+/// [`store::SELECT_EXTERNAL_TICKET_CANDIDATES`]).
+pub fn ticket_candidates_statement(select: &'static str) -> Statement {
+    Statement::new(select, vec![MAX_TICKETS_PER_RUN.into()])
+}
+
+/// The read of the samples the ticket bodies of `candidates` show.
+pub fn ticket_samples_statement(candidates: &[GatedIncidentRow]) -> Statement {
+    let fps: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.incident.fingerprint.as_str())
+        .collect();
+    Statement::new(
+        store::SELECT_SAMPLES,
+        vec![js(&fps), (ticket::MAX_SAMPLES as i64).into()],
+    )
 }
 
 /// The statements that open tickets of `kind` (`fix` | `external`) for `candidates`, two per
