@@ -22,6 +22,7 @@ pub mod signal;
 #[cfg(feature = "cli")]
 pub mod sqlite;
 pub mod stack;
+pub mod storage;
 pub mod store;
 pub mod ticket;
 pub mod trace;

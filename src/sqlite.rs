@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_signal.sql",
         include_str!("../migrations/0004_signal.sql"),
     ),
+    (
+        "0005_ingest.sql",
+        include_str!("../migrations/0005_ingest.sql"),
+    ),
 ];
 
 /// A database with every migration applied.

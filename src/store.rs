@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{BatchCounts, Event};
+use crate::event::Event;
+use crate::storage::ingest;
 
 /// A bound SQL parameter.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,194 +79,39 @@ impl Default for SamplePolicy {
     }
 }
 
-const INSERT_INCIDENT: &str = "INSERT INTO ops_incidents (fingerprint, fingerprint_version, script_name, route_pattern, \
-exception_type, normalized_message, top_frame, status_class, occurrence_count, first_seen, last_seen, first_release, \
-last_release, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9, ?10, ?10, ?9) \
-ON CONFLICT (fingerprint) DO NOTHING";
-
-const INSERT_OCCURRENCE: &str = "INSERT INTO ops_occurrences (event_key, fingerprint, ts, release) \
-VALUES (?1, ?2, ?3, ?4) ON CONFLICT (event_key) DO NOTHING";
-
-const INSERT_EVENT_SAMPLED: &str = "INSERT INTO ops_log_events (event_key, fingerprint, script_name, route_pattern, \
-event_kind, method, url, status, outcome, exception_type, message, normalized_message, top_frame, stack, logs, request, \
-release, entrypoint, event_timestamp, remarks, received_at) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21 \
-WHERE EXISTS (SELECT 1 FROM ops_incidents i WHERE i.fingerprint = ?2 \
-  AND (i.stored_events < ?22 OR (i.occurrence_count & (i.occurrence_count - 1)) = 0)) \
-ON CONFLICT (event_key) DO NOTHING";
-
 /// The statements of the events of one tail invocation, to run in **one** D1 `batch()` (one
-/// transaction) with the traffic flush ([`flush_statements`]): per event, ensure the incident
-/// row, record the occurrence (the trigger counts it, and its 5-minute and hourly buckets, only
-/// when the event key is new) and keep a sample. `now_ms` is the receive time in ms since the
-/// epoch.
+/// transaction) with the traffic flush ([`flush_statements`]): the coalesced statements of
+/// [`crate::storage::ingest::event_statements`] (ensure the incidents under the default flood cap,
+/// keep samples, record the occurrences: the triggers count them, and their 5-minute and hourly
+/// buckets, only when the event key is new). `now_ms` is the receive time in ms since the epoch.
 pub fn ingest_statements(events: &[Event], now_ms: i64, policy: SamplePolicy) -> Vec<Statement> {
-    let mut out = Vec::with_capacity(events.len() * 3);
-    for e in events {
-        let c = &e.components;
-        out.push(Statement::new(
-            INSERT_INCIDENT,
-            vec![
-                e.fingerprint.as_str().into(),
-                i64::from(c.version).into(),
-                c.script.as_str().into(),
-                c.route.as_str().into(),
-                c.exception_type.as_str().into(),
-                c.message.as_str().into(),
-                c.top_frame.as_str().into(),
-                c.status_class.as_str().into(),
-                e.timestamp_ms.into(),
-                e.release.as_deref().into(),
-            ],
-        ));
-        out.push(Statement::new(
-            INSERT_OCCURRENCE,
-            vec![
-                e.event_key.as_str().into(),
-                e.fingerprint.as_str().into(),
-                e.timestamp_ms.into(),
-                e.release.as_deref().into(),
-            ],
-        ));
-        out.push(Statement::new(
-            INSERT_EVENT_SAMPLED,
-            vec![
-                e.event_key.as_str().into(),
-                e.fingerprint.as_str().into(),
-                c.script.as_str().into(),
-                c.route.as_str().into(),
-                e.event_kind.into(),
-                e.method.as_deref().into(),
-                e.url.as_deref().into(),
-                e.status.map(i64::from).into(),
-                e.outcome.as_str().into(),
-                c.exception_type.as_str().into(),
-                e.message.as_str().into(),
-                c.message.as_str().into(),
-                c.top_frame.as_str().into(),
-                e.stack.as_str().into(),
-                json_text(&e.logs).into(),
-                json_text(&e.request).into(),
-                e.release.as_deref().into(),
-                e.entrypoint.as_deref().into(),
-                e.timestamp_ms.into(),
-                json_text(&e.remarks).into(),
-                now_ms.into(),
-                i64::from(policy.keep_first).into(),
-            ],
-        ));
-    }
-    out
+    let queued: Vec<ingest::QueuedEvent> = events.iter().map(ingest::QueuedEvent::from).collect();
+    ingest::event_statements(
+        &queued,
+        now_ms,
+        ingest::IngestPolicy {
+            sample: policy,
+            ..Default::default()
+        },
+    )
 }
 
-const INSERT_FLUSH: &str = "INSERT INTO ops_traffic_flushes (flush_id, attempt, at) VALUES (?1, ?2, ?3) \
-ON CONFLICT (flush_id) DO NOTHING";
-
-/// `?1` = JSON array of `[script, route, release, bucket, requests, errors]`, `?2`/`?3` = the
-/// flush id and attempt key that must be the stored ones.
-const UPSERT_TRAFFIC_5M: &str = "INSERT INTO ops_traffic_5m (script, route, release, bucket, requests, errors) \
-SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), \
-json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]') FROM json_each(?1) j \
-WHERE EXISTS (SELECT 1 FROM ops_traffic_flushes f WHERE f.flush_id = ?2 AND f.attempt = ?3) \
-ON CONFLICT (script, route, bucket, release) DO UPDATE SET requests = requests + excluded.requests, \
-errors = errors + excluded.errors";
-
-const UPSERT_TRAFFIC_1H: &str = "INSERT INTO ops_traffic_1h (script, route, release, bucket, requests, errors) \
-SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), \
-json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]') FROM json_each(?1) j \
-WHERE EXISTS (SELECT 1 FROM ops_traffic_flushes f WHERE f.flush_id = ?2 AND f.attempt = ?3) \
-ON CONFLICT (script, route, bucket, release) DO UPDATE SET requests = requests + excluded.requests, \
-errors = errors + excluded.errors";
-
-const UPSERT_RELEASES: &str = "INSERT INTO ops_releases (script, release, first_seen, last_seen) \
-SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), \
-json_extract(j.value, '$[3]') FROM json_each(?1) j WHERE true \
-ON CONFLICT (script, release) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen), \
-last_seen = max(last_seen, excluded.last_seen)";
-
-const UPSERT_INGEST_STATS: &str = "INSERT INTO ops_ingest_stats (day, batches, items, events, noise, malformed) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM ops_traffic_flushes f WHERE f.flush_id = ?7 AND f.attempt = ?8) \
-ON CONFLICT (day) DO UPDATE SET batches = batches + excluded.batches, items = items + excluded.items, \
-events = events + excluded.events, noise = noise + excluded.noise, malformed = malformed + excluded.malformed";
-
-const COUNT_WRITE: &str = "INSERT INTO ops_ingest_stats (day, writes) VALUES (?1, 1) \
-ON CONFLICT (day) DO UPDATE SET writes = writes + 1";
-
 /// The statements that write traffic flushes ([`crate::signal::rates`]) in the same D1 batch as
-/// the invocation's events: per flush, its attempt key, the 5-minute and hourly traffic, the
-/// releases seen and the delivery counts of UTC `day` (`YYYY-MM-DD`); then one count of this
-/// write. Each flush applies once, whatever the retries. `now_ms`: ms since the epoch.
+/// the invocation's events: the flushes' attempt keys (`id:attempt`), the 5-minute and hourly
+/// traffic, the releases seen and the delivery counts of UTC `day` (`YYYY-MM-DD`); then one count
+/// of this write. Each flush applies once, whatever the retries. `now_ms`: ms since the epoch.
 pub fn flush_statements(
     flushes: &[crate::signal::rates::Flush],
     day: &str,
     now_ms: i64,
 ) -> Vec<Statement> {
-    use crate::signal::gate::HOUR_MS;
-    let mut out = Vec::with_capacity(flushes.len() * 5 + 1);
-    for f in flushes {
-        let attempt = format!("{}:{}", f.id, f.attempt);
-        let guard = || -> [SqlValue; 2] { [f.id.as_str().into(), attempt.as_str().into()] };
-        out.push(Statement::new(
-            INSERT_FLUSH,
-            vec![f.id.as_str().into(), attempt.as_str().into(), now_ms.into()],
-        ));
-        if !f.traffic.is_empty() {
-            let mut hourly: std::collections::BTreeMap<(&str, &str, &str, i64), (u64, u64)> =
-                std::collections::BTreeMap::new();
-            let mut rows = Vec::with_capacity(f.traffic.len());
-            for ((script, route, release, bucket), c) in &f.traffic {
-                rows.push(serde_json::json!([
-                    script, route, release, bucket, c.requests, c.errors
-                ]));
-                let h = hourly
-                    .entry((script, route, release, bucket.div_euclid(HOUR_MS) * HOUR_MS))
-                    .or_insert((0, 0));
-                h.0 += c.requests;
-                h.1 += c.errors;
-            }
-            let hours: Vec<serde_json::Value> = hourly
-                .iter()
-                .map(|((s, r, rel, b), (n, e))| serde_json::json!([s, r, rel, b, n, e]))
-                .collect();
-            let [g1, g2] = guard();
-            out.push(Statement::new(
-                UPSERT_TRAFFIC_5M,
-                vec![json_text(&rows).into(), g1, g2],
-            ));
-            let [g1, g2] = guard();
-            out.push(Statement::new(
-                UPSERT_TRAFFIC_1H,
-                vec![json_text(&hours).into(), g1, g2],
-            ));
-        }
-        if !f.releases.is_empty() {
-            let rows: Vec<serde_json::Value> = f
-                .releases
-                .iter()
-                .map(|((s, r), (a, b))| serde_json::json!([s, r, a, b]))
-                .collect();
-            out.push(Statement::new(
-                UPSERT_RELEASES,
-                vec![json_text(&rows).into()],
-            ));
-        }
-        let c: &BatchCounts = &f.counts;
-        let [g1, g2] = guard();
-        out.push(Statement::new(
-            UPSERT_INGEST_STATS,
-            vec![
-                day.into(),
-                f.batches.into(),
-                c.items.into(),
-                c.events.into(),
-                c.noise.into(),
-                c.malformed.into(),
-                g1,
-                g2,
-            ],
-        ));
-    }
-    out.push(Statement::new(COUNT_WRITE, vec![day.into()]));
+    let keyed: Vec<(&crate::signal::rates::Flush, String)> = flushes
+        .iter()
+        .map(|f| (f, format!("{}:{}", f.id, f.attempt)))
+        .collect();
+    let mut out = ingest::flush_statements(&keyed, day, now_ms);
+    let n = out.len() + 1;
+    out.push(ingest::count_write(day, n, ingest::WriteCounts::default()));
     out
 }
 
