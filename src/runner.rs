@@ -21,6 +21,10 @@
 //!   `{incident_id, label, label_at}` (400 with `{error}` for a bad body or label, 404 for an
 //!   unknown incident, 413 past 16 KiB; nothing is stored on an error); `GET /api/gate/report` →
 //!   the [`crate::signal::report::GateReport`] over the labelled incidents.
+//! - The ingest dead-letter queue's parked messages ([`ingest`]): `GET /api/ingest/dead`,
+//!   `POST /api/ingest/dead/replay`.
+
+mod ingest;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -181,6 +185,14 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let given = req.headers().get("authorization")?.unwrap_or_default();
     if !constant_time_eq(given.as_bytes(), format!("Bearer {token}").as_bytes()) {
         return json_error(401, "missing or wrong bearer token");
+    }
+    match ingest::api(&env, &path, &req).await {
+        Ok(Some(resp)) => return Ok(resp),
+        Ok(None) => {}
+        Err(e) => {
+            console_error!("selfheal api {path}: {e}");
+            return json_error(500, "internal error");
+        }
     }
     match gate_api(&env, &path, &mut req).await {
         Ok(Some(resp)) => return Ok(resp),

@@ -141,6 +141,18 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The ingest dead-letter queue: `selfheal ingest dead` lists the parked messages (GET
+    /// /api/ingest/dead: one line each, `<message_id> <events> events <attempts> tries <error>`);
+    /// `selfheal ingest replay` applies them all, exactly once (POST /api/ingest/dead/replay,
+    /// repeated while some are left) and prints `replayed=N unreadable=M left=K`. Exits 1 on an
+    /// HTTP error, 2 when some messages are unreadable and stay parked.
+    Ingest {
+        /// `dead` or `replay`.
+        #[arg(value_parser = ["dead", "replay"])]
+        action: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Write the gate's scenario corpus as JSON Lines (one tail invocation per line, time order),
     /// for `selfheal replay`; the labels go to stderr as JSON lines.
     Scenarios {
@@ -228,6 +240,51 @@ impl clap::Args for GateFlags {
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
+    }
+}
+
+/// `selfheal ingest dead|replay` (see the command's doc).
+fn ingest(action: &str, api: &ApiArgs) -> Result<ExitCode, String> {
+    if action == "dead" {
+        let v = api_call(api, "GET", "/api/ingest/dead", None)?;
+        for p in v["parked"].as_array().into_iter().flatten() {
+            println!(
+                "{} {} events {} tries {}",
+                p["message_id"].as_str().unwrap_or("?"),
+                p["events"],
+                p["attempts"],
+                p["error"].as_str().unwrap_or("")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut replayed, mut unreadable) = (0, Vec::new());
+    loop {
+        let v = api_call(api, "POST", "/api/ingest/dead/replay", Some(&json!({})))?;
+        let n = v["replayed"].as_u64().unwrap_or(0);
+        replayed += n;
+        for id in v["unreadable"].as_array().into_iter().flatten() {
+            if let Some(id) = id.as_str()
+                && !unreadable.iter().any(|u: &String| u == id)
+            {
+                unreadable.push(id.to_string());
+            }
+        }
+        let left = v["left"].as_u64().unwrap_or(0);
+        if n == 0 || left as usize <= unreadable.len() {
+            println!(
+                "replayed={replayed} unreadable={} left={left}",
+                unreadable.len()
+            );
+            for id in &unreadable {
+                eprintln!("unreadable, left parked: {id}");
+            }
+            return Ok(if unreadable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            });
+        }
     }
 }
 
@@ -506,6 +563,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             )?;
             println!("{v}");
         }
+        Command::Ingest { action, api } => return ingest(&action, &api),
         Command::Replay { db, pipeline, gate } => {
             let cfg = pipeline.config()?;
             let policy = GatePolicy::from_vars(|name| gate.values.get(name).cloned())

@@ -14,6 +14,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { LOCAL_API_TOKEN, ROOT, d1, startStack, until } from "../../scripts/lib/stack.mjs";
+import { traceItem } from "../../scripts/lib/traceitems.mjs";
 
 const stateDir = join(ROOT, `.selfheal/e2e-gate-${process.pid}`);
 const BIN = process.env.SELFHEAL_BIN ?? join(ROOT, "target/debug/selfheal");
@@ -22,43 +23,10 @@ const BUCKET = 300_000;
 const T = Date.now();
 
 let stack;
-let ray = 0;
 // Carried from the first stack to the second.
 let healthyWritesAt60s;
 let externalIds = [];
-const versionIds = new Map();
-const versionId = (release) => {
-  if (!versionIds.has(release)) versionIds.set(release, `7e1a5c00-0000-4000-8000-${String(versionIds.size + 1).padStart(12, "0")}`);
-  return versionIds.get(release);
-};
-
-/** One production-shaped TraceItem. `error`: {name, message, stack?} makes it an uncaught exception. */
-function item({ script, release, route, ts, error, method = "GET", status = 200, colo = "FRA" }) {
-  const it = {
-    wallTime: 12,
-    cpuTime: 2,
-    truncated: false,
-    executionModel: "stateless",
-    outcome: error ? "exception" : "ok",
-    scriptName: script,
-    scriptVersion: { id: versionId(release), tag: release },
-    entrypoint: "default",
-    diagnosticsChannelEvents: [],
-    eventTimestamp: ts,
-    event: {
-      request: {
-        url: `https://${script}.example.com${route}`,
-        method,
-        headers: { "cf-ray": `ray-${++ray}`, accept: "application/json" },
-        cf: { colo, country: "DE" },
-      },
-      ...(error ? {} : { response: { status } }),
-    },
-    exceptions: error ? [{ ...error, timestamp: ts }] : [],
-    logs: [],
-  };
-  return it;
-}
+const item = traceItem;
 
 const post = async (path, body) => {
   const res = await fetch(stack.urls.replayer + path, { method: "POST", body: JSON.stringify(body) });

@@ -2,6 +2,8 @@
 // POST /tail-each with a JSON array: each TraceItem delivered alone, one tail() invocation per item,
 //   one after the other (as production delivers one invocation's items per call).
 // POST /queue with a JSON array: each element sent as one message on the fix-jobs Queue.
+// POST /ingest with a JSON array of strings: each sent as one text message on the ingest Queue
+//   (what the tail Worker sends), so tests can deliver one message five times or a malformed one.
 export default {
   async fetch(request, env) {
     const { pathname } = new URL(request.url);
@@ -11,6 +13,8 @@ export default {
       await env.TAIL.tail(items);
     } else if (pathname === "/tail-each") {
       for (const item of items) await env.TAIL.tail([item]);
+    } else if (pathname === "/ingest") {
+      await env.INGEST.sendBatch(items.map((body) => ({ body, contentType: "text" })));
     } else if (pathname === "/queue") {
       for (const m of items) await env.FIX_JOBS.send(m);
     } else {
