@@ -715,7 +715,8 @@ created_at, updated_at FROM fix_runs ORDER BY id LIMIT 500";
 /// Budget row of day `?1`.
 pub const SELECT_BUDGET: &str = "SELECT day, cap, used FROM fix_budget WHERE day = ?1";
 /// Ingest counters, all days.
-pub const LIST_INGEST_STATS: &str = "SELECT day, batches, items, events, noise, malformed, writes FROM ops_ingest_stats ORDER BY day DESC LIMIT 60";
+pub const LIST_INGEST_STATS: &str = "SELECT day, batches, items, events, noise, malformed, writes, statements, messages, \
+malformed_messages, retried_messages, dead_messages FROM ops_ingest_stats ORDER BY day DESC LIMIT 60";
 
 /// `YYYY-MM-DD` (UTC) of a time in ms since the epoch (proleptic Gregorian; Howard Hinnant's
 /// `civil_from_days` algorithm, <https://howardhinnant.github.io/date_algorithms.html>).

@@ -138,7 +138,7 @@ function tail(path, lines = 30) {
  *  - warmupPath: the producer path requested until the tail Worker has written a delivery count
  *    ("/health" by default). With SELFHEAL_TRAFFIC_FLUSH_SECS > 0 healthy items are written only
  *    after that many seconds, so give a path that fails (its event is written at once).
- * Returns { ports, urls, api(path), cron(), producer(path, init), stop(), logs }.
+ * Returns { ports, urls, api(path), cron(), producer(path, init), settle(), stop(), logs }.
  */
 export async function startStack({
   stateDir,
@@ -231,6 +231,26 @@ export async function startStack({
     if (!res.ok) throw new Error(`cron trigger: ${res.status}`);
   };
   const producer = (path, init) => fetch(urls.producer + path, init);
+  // The tail Worker hands events to the ingest Queue; its consumer writes them a moment later
+  // (max_batch_timeout). settle() waits until every message the tail Worker logged as sent has
+  // been applied (or parked from the dead-letter queue).
+  const sentMessages = () => {
+    let n = 0;
+    for (const m of readFileSync(join(stateDir, "logs", "tail.log"), "utf8").matchAll(/ messages=(\d+)/g)) n += Number(m[1]);
+    return n;
+  };
+  const settle = async ({ timeoutMs = 60_000 } = {}) => {
+    await sleep(300); // the tail's log line reaches the file through wrangler
+    const sent = sentMessages();
+    await until(
+      async () => {
+        const days = await api("/api/ingest");
+        return days.reduce((n, d) => n + (d.messages ?? 0) + (d.malformed_messages ?? 0) + (d.dead_messages ?? 0), 0) >= sent;
+      },
+      `the ingest queue to drain (${sent} messages sent)`,
+      { timeoutMs, everyMs: 200 },
+    );
+  };
 
   // Tail delivery crosses processes through the registry: wait until the tail Worker has seen one.
   const deadline = Date.now() + 60_000;
@@ -244,8 +264,10 @@ export async function startStack({
     }
     await sleep(300);
   }
+  // Warm-up requests still on the ingest Queue land before the caller counts anything.
+  await settle();
 
-  return { ports: allPorts, urls, api, cron, producer, stop, stateDir, logs: join(stateDir, "logs") };
+  return { ports: allPorts, urls, api, cron, producer, settle, stop, stateDir, logs: join(stateDir, "logs") };
 }
 
 /** Polls `fn` until it returns a truthy value (returned) or the time runs out (throws `what`). */

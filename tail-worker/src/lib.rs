@@ -4,8 +4,9 @@
 //! to the ingest Queue ([`selfheal::storage::ingest`]):
 //! - `tail(events)`: an invocation with error events sends them, with the pending traffic
 //!   counts, as messages on `INGEST` (one `sendBatch`); one with only healthy items sends nothing
-//!   until the counts are `SELFHEAL_TRAFFIC_FLUSH_SECS` old. Without an `INGEST` binding, or when
-//!   the send fails, the same data is written straight to D1 in one `batch()`.
+//!   until the counts are `SELFHEAL_TRAFFIC_FLUSH_SECS` old. Without an `INGEST` binding, with
+//!   `SELFHEAL_INGEST_MODE=direct`, or when the send fails, the same data is written straight to
+//!   D1 in one `batch()` (the write path before the Queue).
 //! - `queue(batch)`: the consumer of `selfheal-ingest` writes **one D1 batch per queue batch**
 //!   (every message's events coalesced); when that fails, each message alone, so a poisonous
 //!   message holds up nobody; a message that still fails is retried with exponential backoff
@@ -46,6 +47,8 @@ struct Settings {
     ingest: IngestPolicy,
     retry_base_secs: u32,
     retry_max_secs: u32,
+    /// `SELFHEAL_INGEST_MODE=direct`: write D1 from tail() even with an `INGEST` binding.
+    direct: bool,
 }
 
 /// Config is built once per isolate (regexes compile once).
@@ -97,6 +100,15 @@ fn config(env: &Env) -> Result<&'static Settings, GlueError> {
                 ingest,
                 retry_base_secs: num_var(env, "SELFHEAL_INGEST_RETRY_BASE_SECS", 10)?,
                 retry_max_secs: num_var(env, "SELFHEAL_INGEST_RETRY_MAX_SECS", 900)?,
+                direct: match workers::var(env, "SELFHEAL_INGEST_MODE").as_deref().map(str::trim) {
+                    None | Some("" | "queue") => false,
+                    Some("direct") => true,
+                    Some(other) => {
+                        return Err(format!(
+                            "SELFHEAL_INGEST_MODE={other:?}: expected \"queue\" or \"direct\""
+                        ));
+                    }
+                },
             })
         })
         .as_ref()
@@ -166,15 +178,20 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
         return Ok(());
     }
     let flushes = flushes.unwrap_or_default();
-    let sent = match env.queue(INGEST_BINDING) {
-        Ok(queue) => match send(&queue, &events, &flushes, now).await {
+    let queue = if settings.direct {
+        None
+    } else {
+        env.queue(INGEST_BINDING).ok()
+    };
+    let sent = match queue {
+        Some(queue) => match send(&queue, &events, &flushes, now).await {
             Ok(n) => Some(n),
             Err(e) => {
                 console_error!("selfheal tail: ingest queue send failed ({e}); writing D1 directly");
                 None
             }
         },
-        Err(_) => None,
+        None => None,
     };
     let direct = sent.is_none();
     if direct {

@@ -32,6 +32,7 @@ const post = async (path, body) => {
   const res = await fetch(stack.urls.replayer + path, { method: "POST", body: JSON.stringify(body) });
   const text = await res.text();
   assert.equal(res.status, 200, text);
+  if (path.startsWith("/tail")) await stack.settle(); // the ingest Queue's consumer has written it
   return JSON.parse(text);
 };
 /** Delivers `items` as tail invocations of `size` items each, in order. */
@@ -324,8 +325,9 @@ describe("the gate end to end", { timeout: 600_000 }, () => {
       stack = await startStack({
         stateDir,
         fresh: false,
-        // The local defaults: shadow mode; the tail writes every invocation (as before aggregation).
-        tailVars: { SELFHEAL_TRAFFIC_FLUSH_SECS: "0" },
+        // Shadow mode; the tail writes D1 itself on every invocation: the write path before the
+        // in-isolate aggregation and the ingest Queue, whose D1 writes are measured for comparison.
+        tailVars: { SELFHEAL_TRAFFIC_FLUSH_SECS: "0", SELFHEAL_INGEST_MODE: "direct" },
         scheduledVars: { SELFHEAL_GATE_MODE: "shadow" },
         extra: { replayer: "tests/e2e/replayer/wrangler.toml" },
       });
