@@ -732,6 +732,15 @@ pub fn park_statement(body: &str, attempts: u32, error: &str, now_ms: i64) -> St
     )
 }
 
+const COUNT_RETRIED: &str = "INSERT INTO ops_ingest_stats (day, retried_messages) VALUES (?1, ?2) \
+ON CONFLICT (day) DO UPDATE SET retried_messages = retried_messages + excluded.retried_messages";
+
+/// Counts `n` messages a consumer retried under UTC `day` (written best-effort after the
+/// retries: when D1 is down it is lost, and the retried messages are what matters).
+pub fn count_retried(day: &str, n: u64) -> Statement {
+    Statement::new(COUNT_RETRIED, vec![day.into(), n.into()])
+}
+
 /// Counts `n` parked messages under UTC `day`.
 pub fn count_dead(day: &str, n: u64) -> Statement {
     Statement::new(COUNT_DEAD, vec![day.into(), n.into()])

@@ -358,14 +358,17 @@ async fn consume(env: &Env, messages: &[QueueMessage]) -> Result<(), GlueError> 
     };
     if good.len() == 1 {
         retry(settings, good[0].0, &first_error.to_string());
+        count_retried(&db, &day, 1).await;
         return Ok(());
     }
     // Each message alone, so one that always fails (a poisonous message) holds up nobody. Two
     // failures in a row with no success means D1 itself is failing: the rest wait for a retry.
     let mut failures_in_a_row = 0;
+    let mut retried = 0;
     for (m, parsed) in &good {
         if failures_in_a_row >= 2 {
             retry(settings, m, "not tried: D1 failed for the messages before it");
+            retried += 1;
             continue;
         }
         let stmts: Vec<Statement> = ingest::apply_statements(
@@ -383,11 +386,20 @@ async fn consume(env: &Env, messages: &[QueueMessage]) -> Result<(), GlueError> 
             }
             Err(e) => {
                 failures_in_a_row += 1;
+                retried += 1;
                 retry(settings, m, &e.to_string());
             }
         }
     }
+    count_retried(&db, &day, retried).await;
     Ok(())
+}
+
+/// Best-effort count of retried messages (D1 may be the reason they were retried).
+async fn count_retried(db: &worker::D1Database, day: &str, n: u64) {
+    if n > 0 && workers::batch(db, &[ingest::count_retried(day, n)]).await.is_err() {
+        console_error!("selfheal queue: {n} retried message(s) not counted (D1 failed)");
+    }
 }
 
 fn retry(settings: &Settings, m: &QueueMessage, why: &str) {
