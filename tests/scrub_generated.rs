@@ -125,8 +125,8 @@ fn item(text: &str, secret: &str, json_key: &str) -> Value {
     })
 }
 
-/// Every place an event's text is stored or shown: the event, and the incident, ticket body,
-/// tracker body and agent task built from it.
+/// Every place an event's text is stored, sent or shown: the event, its ingest Queue message, and
+/// the incident, ticket body, tracker body and agent task built from it.
 fn stored_forms(e: &Event) -> Vec<(&'static str, String)> {
     let incident = IncidentRow {
         id: 1,
@@ -163,6 +163,14 @@ fn stored_forms(e: &Event) -> Vec<(&'static str, String)> {
     };
     vec![
         ("event", serde_json::to_string(e).unwrap_or_default()),
+        // The message the tail Worker puts on the ingest Queue (nothing raw may leave it).
+        (
+            "queue message",
+            selfheal::storage::ingest::messages(std::slice::from_ref(e), &[], NOW_MS, || {
+                "m".to_string()
+            })
+            .concat(),
+        ),
         ("incident", format!("{incident:?}")),
         ("ticket body", body),
         ("tracker body", ticket::issue_body(&incident, &samples)),

@@ -622,7 +622,8 @@ pub struct Decision {
     pub decision: Verdict,
     /// Reason codes: `new`, `regression`, `spike`, `impact`, `external_kind`, `cascade`,
     /// `platform_frame`, `pre_existing`, `insufficient_evidence`, `no_signal`, `script_cap_hour`,
-    /// `script_cap_day`, `suppressed`.
+    /// `script_cap_day`, `suppressed`, `overflow` (the flood cap's overflow incident: always
+    /// `watch`).
     pub reasons: Vec<String>,
     /// The figures.
     pub signals: Signals,
@@ -1135,6 +1136,12 @@ fn decide_one(p: &Prepared<'_>, cascade: Option<CascadeSignal>, policy: &GatePol
         decided_by = "config";
         reasons.push("suppressed".to_string());
         Verdict::Suppressed
+    } else if inc.exception_type == crate::storage::ingest::OVERFLOW_EXCEPTION {
+        // The flood cap's fold of many fingerprints (crate::storage::ingest): many unrelated
+        // failures, or attacker-made text, never one bug for an agent; a person reads it.
+        decided_by = "overflow";
+        reasons.push("overflow".to_string());
+        Verdict::Watch
     } else if kind.is_some() {
         // A failure kind that points outside the code, even on a new release: an outage that
         // starts with a deploy (measured on the scenario corpus) is likelier than a deploy that
@@ -1305,6 +1312,20 @@ mod tests {
 
     fn decide(incs: &[IncidentInput], scripts: &[ScriptInput]) -> Vec<Decision> {
         decide_all(incs, scripts, &GatePolicy::default(), NOW)
+    }
+
+    #[test]
+    fn the_flood_caps_overflow_incident_is_watched_never_ticketed() {
+        let s = script(vec![steady_route("/a")], MONDAY);
+        let mut overflow = incident(1, "*", crate::storage::ingest::OVERFLOW_MESSAGE);
+        overflow.exception_type = crate::storage::ingest::OVERFLOW_EXCEPTION.to_string();
+        occur(&mut overflow, NOW - 10 * 60_000, NOW - 5 * 60_000, 500, "v1");
+        let mut same_but_code = incident(2, "/a", "y is undefined");
+        occur(&mut same_but_code, NOW - 10 * 60_000, NOW - 5 * 60_000, 500, "v1");
+        let d = decide(&[overflow, same_but_code], &[s]);
+        assert_eq!(d[0].decision, Verdict::Watch);
+        assert_eq!(d[0].reasons, ["overflow"]);
+        assert_eq!(d[1].decision, Verdict::Ticket, "the same figures on code are a ticket");
     }
 
     #[test]
