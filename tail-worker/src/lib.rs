@@ -181,7 +181,9 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
     let queue = if settings.direct {
         None
     } else {
-        env.queue(INGEST_BINDING).ok()
+        js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(INGEST_BINDING))
+            .ok()
+            .filter(|q| q.is_object())
     };
     let sent = match queue {
         Some(queue) => match send(&queue, &events, &flushes, now).await {
@@ -217,9 +219,12 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
     Ok(())
 }
 
-/// Sends one delivery's events and flushes on the ingest Queue; the number of messages.
+/// Sends one delivery's events and flushes on the ingest Queue (`queue` is the producer
+/// binding's JS object); the number of messages. Called through the binding's own
+/// `sendBatch([{body, contentType: "text"}])` rather than workers-rs's typed wrapper, which would
+/// link a serde-to-JS serializer into the Worker for two fixed fields.
 async fn send(
-    queue: &worker::Queue,
+    queue: &JsValue,
     events: &[selfheal::event::Event],
     flushes: &[selfheal::signal::rates::Flush],
     now: i64,
@@ -232,15 +237,29 @@ async fn send(
         })
     });
     let n = bodies.len();
+    let send_batch = js_sys::Reflect::get(queue, &JsValue::from_str("sendBatch"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or_else(|| GlueError::Decode(format!("{INGEST_BINDING} has no sendBatch")))?;
+    let js_err = |e: JsValue| GlueError::Decode(format!("{INGEST_BINDING}.sendBatch: {e:?}"));
     for chunk in ingest::send_batches(bodies) {
-        let batch: Vec<worker::SendMessage<JsValue>> = chunk
-            .into_iter()
-            .map(|b| {
-                worker::RawMessageBuilder::new(JsValue::from_str(&b))
-                    .build_with_content_type(worker::QueueContentType::Text)
-            })
-            .collect();
-        queue.send_raw_batch(batch).await?;
+        let batch = js_sys::Array::new();
+        for b in chunk {
+            let m = js_sys::Object::new();
+            js_sys::Reflect::set(&m, &JsValue::from_str("body"), &JsValue::from_str(&b))
+                .map_err(js_err)?;
+            js_sys::Reflect::set(
+                &m,
+                &JsValue::from_str("contentType"),
+                &JsValue::from_str("text"),
+            )
+            .map_err(js_err)?;
+            batch.push(&m);
+        }
+        let promise = send_batch.call1(queue, &batch).map_err(js_err)?;
+        wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&promise))
+            .await
+            .map_err(js_err)?;
     }
     Ok(n)
 }
