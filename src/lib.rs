@@ -26,6 +26,7 @@ pub mod storage;
 pub mod store;
 pub mod ticket;
 pub mod trace;
+pub mod tracking;
 
 #[cfg(feature = "agent-runner")]
 mod runner;

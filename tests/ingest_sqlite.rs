@@ -29,7 +29,11 @@ fn item(script: &str, path: &str, ts: i64, message: &str) -> TraceItem {
 }
 
 fn event(script: &str, path: &str, ts: i64, message: &str) -> Event {
-    match process_item(&item(script, path, ts, message), &PipelineConfig::default(), 0) {
+    match process_item(
+        &item(script, path, ts, message),
+        &PipelineConfig::default(),
+        0,
+    ) {
         Verdict::Event(e) => *e,
         Verdict::Noise(r) => panic!("unexpected noise {r:?}"),
     }
@@ -88,7 +92,10 @@ fn scalar(db: &Db, sql: &str) -> i64 {
 fn counts(db: &Db) -> [i64; 6] {
     [
         scalar(db, "SELECT count(*) FROM ops_incidents"),
-        scalar(db, "SELECT coalesce(sum(occurrence_count), 0) FROM ops_incidents"),
+        scalar(
+            db,
+            "SELECT coalesce(sum(occurrence_count), 0) FROM ops_incidents",
+        ),
         scalar(db, "SELECT count(*) FROM ops_log_events"),
         scalar(db, "SELECT coalesce(sum(requests), 0) FROM ops_traffic_5m"),
         scalar(db, "SELECT coalesce(sum(requests), 0) FROM ops_traffic_1h"),
@@ -101,7 +108,12 @@ fn mixed_events() -> Vec<Event> {
     (0..300)
         .map(|i| {
             let script = if i % 3 == 0 { "billing" } else { "api" };
-            event(script, &format!("/r{}", i % 15), NOW - 60_000 + i, &format!("boom {} at {i}", i % 2 == 0))
+            event(
+                script,
+                &format!("/r{}", i % 15),
+                NOW - 60_000 + i,
+                &format!("boom {} at {i}", i % 2 == 0),
+            )
         })
         .collect()
 }
@@ -116,7 +128,8 @@ fn one_batch_of_a_hundred_messages_is_a_handful_of_statements_and_counts_exactly
     // 4 event statements + 4 flush statements (a fifth, releases, only when a release was seen)
     // + 1 count of the write, whatever the number of messages.
     assert_eq!(n, 9, "statements for 100 messages");
-    let fps: std::collections::BTreeSet<&str> = events.iter().map(|e| e.fingerprint.as_str()).collect();
+    let fps: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.fingerprint.as_str()).collect();
     let [incidents, occurrences, _samples, t5, t1, items] = counts(&db);
     assert_eq!(incidents as usize, fps.len());
     assert_eq!(occurrences, 300);
@@ -128,7 +141,10 @@ fn one_batch_of_a_hundred_messages_is_a_handful_of_statements_and_counts_exactly
     for fp in &fps {
         let n = events.iter().filter(|e| e.fingerprint == *fp).count() as i64;
         let expected = (1..=n).filter(|k| *k <= 10 || k & (k - 1) == 0).count() as i64;
-        let stored = scalar(&db, &format!("SELECT stored_events FROM ops_incidents WHERE fingerprint = '{fp}'"));
+        let stored = scalar(
+            &db,
+            &format!("SELECT stored_events FROM ops_incidents WHERE fingerprint = '{fp}'"),
+        );
         assert_eq!(stored, expected, "samples of {fp} ({n} events)");
     }
 }
@@ -154,7 +170,9 @@ fn redelivered_messages_replays_and_duplicates_change_no_count() {
 #[test]
 fn sampling_across_batches_matches_the_per_event_rule() {
     // One incident, 40 events in 8 batches of 5: keep_first 3, then ordinals 4, 8, 16, 32.
-    let events: Vec<Event> = (0..40).map(|i| event("api", "/x", NOW + i, "same")).collect();
+    let events: Vec<Event> = (0..40)
+        .map(|i| event("api", "/x", NOW + i, "same"))
+        .collect();
     let mut db = Db::memory().expect("db");
     let policy = IngestPolicy {
         sample: SamplePolicy { keep_first: 3 },
@@ -180,7 +198,14 @@ fn sampling_across_batches_matches_the_per_event_rule() {
 fn the_flood_cap_folds_new_fingerprints_past_it_into_one_overflow_incident() {
     // 80 distinct messages from one script within one hour, cap 50; another script is untouched.
     let mut events: Vec<Event> = (0..80)
-        .map(|i| event("api", "/x", NOW + i, &format!("attacker text number-{}", "x".repeat(i as usize))))
+        .map(|i| {
+            event(
+                "api",
+                "/x",
+                NOW + i,
+                &format!("attacker text number-{}", "x".repeat(i as usize)),
+            )
+        })
         .collect();
     events.push(event("billing", "/pay", NOW, "card declined"));
     let policy = IngestPolicy {
@@ -194,37 +219,67 @@ fn the_flood_cap_folds_new_fingerprints_past_it_into_one_overflow_incident() {
     apply(&mut db, &msgs[30..], "b", policy);
     let overflow_fp = ingest::overflow_components("api").fingerprint();
     assert_eq!(
-        scalar(&db, "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"),
+        scalar(
+            &db,
+            "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
+        ),
         50
     );
     assert_eq!(
-        scalar(&db, &format!("SELECT occurrence_count FROM ops_incidents WHERE fingerprint = '{overflow_fp}'")),
+        scalar(
+            &db,
+            &format!(
+                "SELECT occurrence_count FROM ops_incidents WHERE fingerprint = '{overflow_fp}'"
+            )
+        ),
         30,
         "the 30 events past the cap count on the overflow incident"
     );
     assert_eq!(
-        scalar(&db, "SELECT count(*) FROM ops_incidents WHERE script_name = 'billing'"),
+        scalar(
+            &db,
+            "SELECT count(*) FROM ops_incidents WHERE script_name = 'billing'"
+        ),
         1
     );
     // Its samples keep their own messages, so a person sees what folded: keep_first (10) and
     // ordinal 16 of its 30 events.
     assert_eq!(
-        scalar(&db, &format!("SELECT count(DISTINCT normalized_message) FROM ops_log_events WHERE fingerprint = '{overflow_fp}'")),
+        scalar(
+            &db,
+            &format!(
+                "SELECT count(DISTINCT normalized_message) FROM ops_log_events WHERE fingerprint = '{overflow_fp}'"
+            )
+        ),
         11
     );
     // An existing incident keeps counting past the cap.
     let again = deliveries(&[event("api", "/x", NOW + 500, "attacker text number-")], 1);
     apply(&mut db, &again, "c", policy);
     assert_eq!(
-        scalar(&db, "SELECT max(occurrence_count) FROM ops_incidents WHERE exception_type <> 'selfheal.overflow'"),
+        scalar(
+            &db,
+            "SELECT max(occurrence_count) FROM ops_incidents WHERE exception_type <> 'selfheal.overflow'"
+        ),
         2
     );
     // The next hour opens new incidents again.
-    let later: Vec<IngestMessage> = deliveries(&[event("api", "/x", NOW + 3_600_000, "a new bug")], 1);
-    let stmts = ingest::apply_statements(&later, "d", NOW + 3_600_000, DAY, policy, WriteCounts::default());
+    let later: Vec<IngestMessage> =
+        deliveries(&[event("api", "/x", NOW + 3_600_000, "a new bug")], 1);
+    let stmts = ingest::apply_statements(
+        &later,
+        "d",
+        NOW + 3_600_000,
+        DAY,
+        policy,
+        WriteCounts::default(),
+    );
     db.batch(&stmts).expect("batch");
     assert_eq!(
-        scalar(&db, "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"),
+        scalar(
+            &db,
+            "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
+        ),
         51
     );
 }
@@ -238,7 +293,14 @@ fn a_failing_batch_writes_nothing_and_the_retry_lands_exactly_once() {
     db.conn
         .execute_batch("CREATE TRIGGER fault BEFORE INSERT ON ops_occurrences BEGIN SELECT RAISE(ABORT, 'injected fault'); END;")
         .expect("trigger");
-    let stmts = ingest::apply_statements(&msgs, "t1", NOW, DAY, IngestPolicy::default(), WriteCounts::default());
+    let stmts = ingest::apply_statements(
+        &msgs,
+        "t1",
+        NOW,
+        DAY,
+        IngestPolicy::default(),
+        WriteCounts::default(),
+    );
     let err = db.batch(&stmts).expect_err("the batch fails");
     assert!(err.to_string().contains("injected fault"), "{err}");
     assert_eq!(counts(&db), [0; 6], "a failed batch leaves nothing behind");
@@ -273,7 +335,11 @@ fn parked_messages_replay_once_and_unreadable_ones_stay_parked() {
     assert_eq!(bad.len(), 1);
     db.batch(&stmts).expect("replay");
     assert_eq!(counts(&db)[1], 300);
-    assert_eq!(scalar(&db, "SELECT count(*) FROM ops_ingest_dead"), 1, "only the unreadable one is left");
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM ops_ingest_dead"),
+        1,
+        "only the unreadable one is left"
+    );
     // A second replay that read the rows before the first deleted them (two operators at once)
     // applies under its own nonce and changes nothing.
     let (again, _) = ingest::replay_statements(&rows, "r2", NOW, DAY, IngestPolicy::default());
@@ -304,16 +370,27 @@ fn messages_stay_within_queues_limits_and_malformed_bodies_are_named() {
         .collect();
     let bodies = ingest::messages(&big, &[], NOW, || "id".to_string());
     assert!(bodies.len() > 1);
-    assert!(bodies.iter().all(|b| b.len() <= MAX_MESSAGE_BYTES), "{:?}", bodies.iter().map(String::len).collect::<Vec<_>>());
+    assert!(
+        bodies.iter().all(|b| b.len() <= MAX_MESSAGE_BYTES),
+        "{:?}",
+        bodies.iter().map(String::len).collect::<Vec<_>>()
+    );
     let total: usize = bodies
         .iter()
         .map(|b| IngestMessage::parse(b).expect("parse").events.len())
         .sum();
     assert_eq!(total, 40);
     let batches = ingest::send_batches(bodies.clone());
-    assert!(batches.iter().all(|b| b.len() <= 100 && b.iter().map(String::len).sum::<usize>() <= 240_000));
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.len() <= 100 && b.iter().map(String::len).sum::<usize>() <= 240_000)
+    );
     assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), bodies.len());
-    assert!(matches!(IngestMessage::parse("[1,2]"), Err(MessageError::Malformed(_))));
+    assert!(matches!(
+        IngestMessage::parse("[1,2]"),
+        Err(MessageError::Malformed(_))
+    ));
     assert_eq!(
         IngestMessage::parse(r#"{"v":9,"id":"x","sent_at":1}"#),
         Err(MessageError::Version(9))

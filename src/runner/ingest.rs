@@ -51,9 +51,12 @@ pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response
             let now = workers::now_ms();
             let nonce = workers::random_uuid()?;
             let policy = IngestPolicy {
-                max_new_incidents_per_hour: workers::var(env, "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR")
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(IngestPolicy::default().max_new_incidents_per_hour),
+                max_new_incidents_per_hour: workers::var(
+                    env,
+                    "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR",
+                )
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(IngestPolicy::default().max_new_incidents_per_hour),
                 ..Default::default()
             };
             let (stmts, unreadable) =

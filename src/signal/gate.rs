@@ -1319,13 +1319,29 @@ mod tests {
         let s = script(vec![steady_route("/a")], MONDAY);
         let mut overflow = incident(1, "*", crate::storage::ingest::OVERFLOW_MESSAGE);
         overflow.exception_type = crate::storage::ingest::OVERFLOW_EXCEPTION.to_string();
-        occur(&mut overflow, NOW - 10 * 60_000, NOW - 5 * 60_000, 500, "v1");
+        occur(
+            &mut overflow,
+            NOW - 10 * 60_000,
+            NOW - 5 * 60_000,
+            500,
+            "v1",
+        );
         let mut same_but_code = incident(2, "/a", "y is undefined");
-        occur(&mut same_but_code, NOW - 10 * 60_000, NOW - 5 * 60_000, 500, "v1");
+        occur(
+            &mut same_but_code,
+            NOW - 10 * 60_000,
+            NOW - 5 * 60_000,
+            500,
+            "v1",
+        );
         let d = decide(&[overflow, same_but_code], &[s]);
         assert_eq!(d[0].decision, Verdict::Watch);
         assert_eq!(d[0].reasons, ["overflow"]);
-        assert_eq!(d[1].decision, Verdict::Ticket, "the same figures on code are a ticket");
+        assert_eq!(
+            d[1].decision,
+            Verdict::Ticket,
+            "the same figures on code are a ticket"
+        );
     }
 
     #[test]

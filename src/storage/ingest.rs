@@ -161,7 +161,9 @@ impl From<&Flush> for QueuedFlush {
             traffic: f
                 .traffic
                 .iter()
-                .map(|((s, r, rel, b), c)| (s.clone(), r.clone(), rel.clone(), *b, c.requests, c.errors))
+                .map(|((s, r, rel, b), c)| {
+                    (s.clone(), r.clone(), rel.clone(), *b, c.requests, c.errors)
+                })
                 .collect(),
             releases: f
                 .releases
@@ -317,7 +319,8 @@ pub fn send_batches(bodies: Vec<String>) -> Vec<Vec<String>> {
     for b in bodies {
         match out.last_mut() {
             Some(last)
-                if last.len() < MAX_SEND_BATCH_MESSAGES && size + b.len() <= MAX_SEND_BATCH_BYTES =>
+                if last.len() < MAX_SEND_BATCH_MESSAGES
+                    && size + b.len() <= MAX_SEND_BATCH_BYTES =>
             {
                 size += b.len();
                 last.push(b);
@@ -603,7 +606,13 @@ pub fn flush_statements(flushes: &[(&Flush, String)], day: &str, now_ms: i64) ->
         }
         let c = &f.counts;
         counts.push(serde_json::json!([
-            f.id, key, f.batches, c.items, c.events, c.noise, c.malformed
+            f.id,
+            key,
+            f.batches,
+            c.items,
+            c.events,
+            c.noise,
+            c.malformed
         ]));
     }
     let hours: Vec<serde_json::Value> = hourly
@@ -619,11 +628,20 @@ pub fn flush_statements(flushes: &[(&Flush, String)], day: &str, now_ms: i64) ->
         vec![json_text(&keys).into(), now_ms.into()],
     )];
     if !five.is_empty() {
-        out.push(Statement::new(UPSERT_TRAFFIC_5M, vec![json_text(&five).into()]));
-        out.push(Statement::new(UPSERT_TRAFFIC_1H, vec![json_text(&hours).into()]));
+        out.push(Statement::new(
+            UPSERT_TRAFFIC_5M,
+            vec![json_text(&five).into()],
+        ));
+        out.push(Statement::new(
+            UPSERT_TRAFFIC_1H,
+            vec![json_text(&hours).into()],
+        ));
     }
     if !rel.is_empty() {
-        out.push(Statement::new(UPSERT_RELEASES, vec![json_text(&rel).into()]));
+        out.push(Statement::new(
+            UPSERT_RELEASES,
+            vec![json_text(&rel).into()],
+        ));
     }
     out.push(Statement::new(
         UPSERT_DELIVERY_COUNTS,

@@ -100,7 +100,10 @@ fn config(env: &Env) -> Result<&'static Settings, GlueError> {
                 ingest,
                 retry_base_secs: num_var(env, "SELFHEAL_INGEST_RETRY_BASE_SECS", 10)?,
                 retry_max_secs: num_var(env, "SELFHEAL_INGEST_RETRY_MAX_SECS", 900)?,
-                direct: match workers::var(env, "SELFHEAL_INGEST_MODE").as_deref().map(str::trim) {
+                direct: match workers::var(env, "SELFHEAL_INGEST_MODE")
+                    .as_deref()
+                    .map(str::trim)
+                {
                     None | Some("" | "queue") => false,
                     Some("direct") => true,
                     Some(other) => {
@@ -189,7 +192,9 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
         Some(queue) => match send(&queue, &events, &flushes, now).await {
             Ok(n) => Some(n),
             Err(e) => {
-                console_error!("selfheal tail: ingest queue send failed ({e}); writing D1 directly");
+                console_error!(
+                    "selfheal tail: ingest queue send failed ({e}); writing D1 directly"
+                );
                 None
             }
         },
@@ -314,7 +319,9 @@ pub async fn queue(batch: JsValue) -> Result<(), JsValue> {
         .iter()
         .map(|m| QueueMessage {
             body: get(&m, "body").as_string(),
-            attempts: get(&m, "attempts").as_f64().map_or(1, |a| a.max(1.0) as u32),
+            attempts: get(&m, "attempts")
+                .as_f64()
+                .map_or(1, |a| a.max(1.0) as u32),
             handle: m,
         })
         .collect();
@@ -386,7 +393,11 @@ async fn consume(env: &Env, messages: &[QueueMessage]) -> Result<(), GlueError> 
     let mut retried = 0;
     for (m, parsed) in &good {
         if failures_in_a_row >= 2 {
-            retry(settings, m, "not tried: D1 failed for the messages before it");
+            retry(
+                settings,
+                m,
+                "not tried: D1 failed for the messages before it",
+            );
             retried += 1;
             continue;
         }
@@ -416,13 +427,21 @@ async fn consume(env: &Env, messages: &[QueueMessage]) -> Result<(), GlueError> 
 
 /// Best-effort count of retried messages (D1 may be the reason they were retried).
 async fn count_retried(db: &worker::D1Database, day: &str, n: u64) {
-    if n > 0 && workers::batch(db, &[ingest::count_retried(day, n)]).await.is_err() {
+    if n > 0
+        && workers::batch(db, &[ingest::count_retried(day, n)])
+            .await
+            .is_err()
+    {
         console_error!("selfheal queue: {n} retried message(s) not counted (D1 failed)");
     }
 }
 
 fn retry(settings: &Settings, m: &QueueMessage, why: &str) {
-    let delay = ingest::backoff_secs(m.attempts, settings.retry_base_secs, settings.retry_max_secs);
+    let delay = ingest::backoff_secs(
+        m.attempts,
+        settings.retry_base_secs,
+        settings.retry_max_secs,
+    );
     console_error!(
         "selfheal queue: message retried in {delay} s (attempt {}): {why}",
         m.attempts

@@ -1,0 +1,7 @@
+//! Tracking: what happens to an incident after its ticket (the lifecycle to a fix verified in
+//! production, attempts).
+//!
+//! - [`lifecycle`]: states, transitions with their reasons, verification on a new release's
+//!   traffic, and when another fix attempt may start (pure; the cron will drive it).
+
+pub mod lifecycle;
