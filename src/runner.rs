@@ -23,8 +23,11 @@
 //!   the [`crate::signal::report::GateReport`] over the labelled incidents.
 //! - The ingest dead-letter queue's parked messages ([`ingest`]): `GET /api/ingest/dead`,
 //!   `POST /api/ingest/dead/replay`.
+//! - An operator's actions ([`operator`]): `POST /api/incidents/{id}/resolve|ignore|reopen`,
+//!   `GET /api/incidents/{id}/history`.
 
 mod ingest;
+mod operator;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -186,7 +189,11 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     if !constant_time_eq(given.as_bytes(), format!("Bearer {token}").as_bytes()) {
         return json_error(401, "missing or wrong bearer token");
     }
-    match ingest::api(&env, &path, &req).await {
+    let routed = match ingest::api(&env, &path, &req).await {
+        Ok(None) => operator::api(&env, &path, &req).await,
+        other => other,
+    };
+    match routed {
         Ok(Some(resp)) => return Ok(resp),
         Ok(None) => {}
         Err(e) => {

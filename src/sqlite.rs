@@ -28,6 +28,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_ingest.sql",
         include_str!("../migrations/0005_ingest.sql"),
     ),
+    (
+        "0008_history.sql",
+        include_str!("../migrations/0008_history.sql"),
+    ),
 ];
 
 /// A database with every migration applied.

@@ -141,6 +141,72 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// List incidents (GET /api/incidents) as an aligned table: id, status, gate decision,
+    /// occurrences, last seen (UTC), script, route, exception and message; `--json` prints the API's
+    /// JSON. Exits 1 on an HTTP error.
+    Incidents {
+        /// Only incidents with this status (`open`, `ticketed`, `claimed`, `resolved`, `ignored`,
+        /// `regressed`).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// One incident: its components, counts, gate decisions, history, ticket and fix runs (GET
+    /// /api/incidents, /api/incidents/ID/decisions, /api/incidents/ID/history, /api/tickets,
+    /// /api/runs). Exits 1 on an HTTP error or when there is no such incident.
+    Show {
+        /// The incident id.
+        id: i64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List fix runs (GET /api/runs) as a table; `--json` for the API's JSON.
+    Runs {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Today's fix budget (GET /api/budget): `day used/cap`; `--json` for the API's JSON.
+    Budget {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resolve, ignore or reopen an incident (POST /api/incidents/ID/resolve|ignore|reopen; a row
+    /// of its history records it). Prints `#ID from -> to`; exits 1 on an HTTP error (404: no such
+    /// incident; 409: it changed status meanwhile).
+    #[command(name = "resolve")]
+    Resolve {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// See `resolve`.
+    Ignore {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// See `resolve`.
+    Reopen {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The ingest dead-letter queue: `selfheal ingest dead` lists the parked messages (GET
     /// /api/ingest/dead: one line each, `<message_id> <events> events <attempts> tries <error>`);
     /// `selfheal ingest replay` applies them all, exactly once (POST /api/ingest/dead/replay,
@@ -241,6 +307,176 @@ impl clap::Args for GateFlags {
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
     }
+}
+
+/// A JSON value as a table cell (strings bare, null as `-`).
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// ms since the epoch as `YYYY-MM-DD HH:MM` UTC.
+fn utc_minute(v: &Value) -> String {
+    let Some(ms) = v.as_i64() else {
+        return "-".to_string();
+    };
+    let secs = ms.div_euclid(1000);
+    let (day, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    format!(
+        "{} {:02}:{:02}",
+        selfheal::store::utc_day(day * 86_400_000),
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+fn incident_cells(i: &Value) -> Vec<String> {
+    let mut message = cell(&i["normalized_message"]);
+    if message.chars().count() > 60 {
+        message = message.chars().take(59).collect::<String>() + "…";
+    }
+    vec![
+        cell(&i["id"]),
+        cell(&i["status"]),
+        cell(&i["gate_decision"]),
+        cell(&i["occurrence_count"]),
+        utc_minute(&i["last_seen"]),
+        cell(&i["script_name"]),
+        cell(&i["route_pattern"]),
+        cell(&i["exception_type"]),
+        message,
+    ]
+}
+
+/// Prints rows under a header, columns padded to their widest cell (by characters).
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count()))))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// `selfheal show ID`.
+fn show(id: i64, as_json: bool, api: &ApiArgs) -> Result<(), String> {
+    let incidents = api_call(api, "GET", "/api/incidents", None)?;
+    let incident = incidents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["id"] == id)
+        .cloned()
+        .ok_or_else(|| format!("no incident #{id}"))?;
+    let decisions = api_call(api, "GET", &format!("/api/incidents/{id}/decisions"), None)?;
+    let history = api_call(api, "GET", &format!("/api/incidents/{id}/history"), None)?;
+    let of_incident = |v: Value| -> Vec<Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["incident_id"] == id)
+            .cloned()
+            .collect()
+    };
+    let tickets = of_incident(api_call(api, "GET", "/api/tickets", None)?);
+    let runs = of_incident(api_call(api, "GET", "/api/runs", None)?);
+    if as_json {
+        println!(
+            "{}",
+            json!({ "incident": incident, "decisions": decisions["decisions"], "history": history["history"], "tickets": tickets, "runs": runs })
+        );
+        return Ok(());
+    }
+    let i = &incident;
+    println!(
+        "incident #{id}  {}  {} occurrences",
+        cell(&i["status"]),
+        cell(&i["occurrence_count"])
+    );
+    for (k, label) in [
+        ("fingerprint", "fingerprint"),
+        ("script_name", "script"),
+        ("route_pattern", "route"),
+        ("exception_type", "exception"),
+        ("normalized_message", "message"),
+        ("top_frame", "top frame"),
+        ("status_class", "status class"),
+        ("first_release", "first release"),
+        ("last_release", "last release"),
+    ] {
+        println!("  {label:<14}{}", cell(&i[k]));
+    }
+    println!("  {:<14}{}", "first seen", utc_minute(&i["first_seen"]));
+    println!("  {:<14}{}", "last seen", utc_minute(&i["last_seen"]));
+    println!(
+        "gate: {} {}",
+        cell(&i["gate_decision"]),
+        cell(&i["gate_reasons"])
+    );
+    for d in decisions["decisions"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} {} {}",
+            utc_minute(&d["at"]),
+            cell(&d["mode"]),
+            cell(&d["decision"]),
+            cell(&d["reasons"])
+        );
+    }
+    println!("history:");
+    for h in history["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} -> {} by {} ({})",
+            utc_minute(&h["at"]),
+            cell(&h["from_status"]),
+            cell(&h["to_status"]),
+            cell(&h["actor"]),
+            cell(&h["why"])
+        );
+    }
+    for t in &tickets {
+        println!(
+            "ticket #{} {}: {}",
+            cell(&t["id"]),
+            cell(&t["state"]),
+            cell(&t["title"])
+        );
+    }
+    for r in &runs {
+        println!(
+            "fix run #{} {} (updated {})",
+            cell(&r["id"]),
+            cell(&r["state"]),
+            utc_minute(&r["updated_at"])
+        );
+    }
+    Ok(())
+}
+
+/// `selfheal resolve|ignore|reopen ID`.
+fn operator(id: i64, action: &str, api: &ApiArgs) -> Result<(), String> {
+    let v = api_call(
+        api,
+        "POST",
+        &format!("/api/incidents/{id}/{action}"),
+        Some(&json!({})),
+    )?;
+    println!("#{id} {} -> {}", cell(&v["from"]), cell(&v["to"]));
+    Ok(())
 }
 
 /// `selfheal ingest dead|replay` (see the command's doc).
@@ -564,6 +800,86 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{v}");
         }
         Command::Ingest { action, api } => return ingest(&action, &api),
+        Command::Incidents { status, json, api } => {
+            let v = api_call(&api, "GET", "/api/incidents", None)?;
+            let rows: Vec<&Value> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| status.as_deref().is_none_or(|s| i["status"] == s))
+                .collect();
+            if json {
+                println!("{}", Value::Array(rows.into_iter().cloned().collect()));
+            } else {
+                print_table(
+                    &[
+                        "id",
+                        "status",
+                        "gate",
+                        "count",
+                        "last_seen",
+                        "script",
+                        "route",
+                        "type",
+                        "message",
+                    ],
+                    rows.iter().map(|i| incident_cells(i)).collect(),
+                );
+            }
+        }
+        Command::Show { id, json, api } => show(id, json, &api)?,
+        Command::Runs { json, api } => {
+            let v = api_call(&api, "GET", "/api/runs", None)?;
+            if json {
+                println!("{v}");
+            } else {
+                print_table(
+                    &[
+                        "id",
+                        "incident",
+                        "ticket",
+                        "state",
+                        "budget_day",
+                        "deferred_day",
+                        "updated",
+                    ],
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            [
+                                "id",
+                                "incident_id",
+                                "ticket_id",
+                                "state",
+                                "budget_day",
+                                "deferred_day",
+                            ]
+                            .iter()
+                            .map(|k| cell(&r[*k]))
+                            .chain(std::iter::once(utc_minute(&r["updated_at"])))
+                            .collect()
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Command::Budget { json, api } => {
+            let v = api_call(&api, "GET", "/api/budget", None)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{} {}/{}",
+                    cell(&v["day"]),
+                    cell(&v["used"]),
+                    cell(&v["cap"])
+                );
+            }
+        }
+        Command::Resolve { id, api } => operator(id, "resolve", &api)?,
+        Command::Ignore { id, api } => operator(id, "ignore", &api)?,
+        Command::Reopen { id, api } => operator(id, "reopen", &api)?,
         Command::Replay { db, pipeline, gate } => {
             let cfg = pipeline.config()?;
             let policy = GatePolicy::from_vars(|name| gate.values.get(name).cloned())

@@ -3,5 +3,7 @@
 //!
 //! - [`lifecycle`]: states, transitions with their reasons, verification on a new release's
 //!   traffic, and when another fix attempt may start (pure; the cron will drive it).
+//! - [`history`]: a status change and its `incident_history` row, in one transaction.
 
+pub mod history;
 pub mod lifecycle;

@@ -12,7 +12,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { LOCAL_API_TOKEN, ROOT, d1, startStack, until } from "../../scripts/lib/stack.mjs";
@@ -190,5 +190,39 @@ describe("the ingest Queue under faults", { timeout: 300_000 }, () => {
     assert.equal(rows.length - overflow.length, CAP);
     assert.equal(overflow.length, 1);
     assert.equal(overflow[0].occurrence_count, 15);
+  });
+
+  test("the operator CLI round-trips against the running stack", async () => {
+    const table = cli(["incidents", "--status", "open"]);
+    const [header, ...lines] = table.trim().split("\n");
+    assert.match(header, /^id\s+status\s+gate\s+count\s+last_seen\s+script\s+route\s+type\s+message$/);
+    const listed = JSON.parse(cli(["incidents", "--json"]));
+    const target = listed.find((i) => i.script_name === "q-basic");
+    assert.ok(lines.some((l) => l.startsWith(`${target.id} `)), table);
+    assert.match(cli(["resolve", String(target.id)]), new RegExp(`^#${target.id} open -> resolved`));
+    assert.equal(JSON.parse(cli(["incidents", "--json", "--status", "resolved"])).filter((i) => i.id === target.id).length, 1);
+    assert.match(cli(["reopen", String(target.id)]), /resolved -> open/);
+    assert.match(cli(["ignore", String(target.id)]), /open -> ignored/);
+    const shown = JSON.parse(cli(["show", String(target.id), "--json"]));
+    assert.deepEqual(
+      shown.history.map((h) => [h.from_status, h.to_status, h.actor, h.why]),
+      [
+        ["open", "resolved", "operator", "operator_resolve"],
+        ["resolved", "open", "operator", "operator_reopen"],
+        ["open", "ignored", "operator", "operator_ignore"],
+      ],
+    );
+    const text = cli(["show", String(target.id)]);
+    assert.match(text, new RegExp(`incident #${target.id}  ignored  10 occurrences`));
+    assert.match(text, /open -> ignored by operator \(operator_ignore\)/);
+    assert.match(cli(["budget"]), /^\d{4}-\d{2}-\d{2} \d+\/\d+$/m);
+    assert.match(cli(["runs"]), /^id\s+incident\s+ticket\s+state/);
+    // An unknown incident: a non-zero exit and the API's 404.
+    const missing = spawnSync(BIN, ["resolve", "999999"], {
+      env: { ...process.env, SELFHEAL_API_URL: stack.urls.runner, SELFHEAL_API_TOKEN: LOCAL_API_TOKEN },
+      encoding: "utf8",
+    });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /HTTP 404/);
   });
 });

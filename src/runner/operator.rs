@@ -1,0 +1,95 @@
+//! An operator's actions on an incident (agent-runner API), each stored with a row of the
+//! incident history ([`crate::tracking::history`]):
+//! - `POST /api/incidents/{id}/resolve`, `/ignore`, `/reopen` (no body needed) → 200
+//!   `{incident_id, from, to, changed}`; 404 for an unknown incident; 409 when the incident changed
+//!   status meanwhile (nothing written).
+//! - `GET /api/incidents/{id}/history` → `{incident_id, history: [{id, at, from_status, to_status,
+//!   actor, why, figures}]}`, oldest first; 404 for an unknown incident.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use worker::{Env, Request, Response};
+
+use crate::tracking::history::{self, SELECT_HISTORY, SELECT_STATUS};
+use crate::tracking::lifecycle::{self, LifecycleEvent};
+use crate::workers::{self, DB_BINDING, GlueError, sql_with};
+
+#[derive(Deserialize)]
+struct StatusRow {
+    status: String,
+}
+
+fn error(status: u16, message: &str) -> Result<Option<Response>, GlueError> {
+    Ok(Some(
+        Response::from_json(&json!({ "error": message }))?.with_status(status),
+    ))
+}
+
+/// The operator endpoints; `None` when `path` is not one of them.
+pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response>, GlueError> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let ["", "api", "incidents", id, action] = parts.as_slice() else {
+        return Ok(None);
+    };
+    if !matches!(*action, "resolve" | "ignore" | "reopen" | "history") {
+        return Ok(None);
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(404, "no such incident");
+    };
+    let get = *action == "history";
+    if get != (req.method() == worker::Method::Get)
+        || (!get && req.method() != worker::Method::Post)
+    {
+        return error(405, if get { "only GET" } else { "only POST" });
+    }
+    let db = env.d1(DB_BINDING)?;
+    let Some(row) = workers::query::<StatusRow>(&db, &sql_with(SELECT_STATUS, vec![id.into()]))
+        .await?
+        .pop()
+    else {
+        return error(404, "no such incident");
+    };
+    if get {
+        let rows: Vec<Value> =
+            workers::query(&db, &sql_with(SELECT_HISTORY, vec![id.into()])).await?;
+        return Ok(Some(Response::from_json(
+            &json!({ "incident_id": id, "history": rows }),
+        )?));
+    }
+    let Some(from) = history::parse_status(&row.status) else {
+        return Err(GlueError::Decode(format!(
+            "unknown stored status {:?}",
+            row.status
+        )));
+    };
+    let event = LifecycleEvent::Operator {
+        action: (*action).to_string(),
+    };
+    let Some(t) = lifecycle::next(from, &event, lifecycle::DEFAULT_RESOLVE_AFTER_DAYS)
+        .filter(|t| t.to != t.from)
+    else {
+        return Ok(Some(Response::from_json(&json!({
+            "incident_id": id, "from": from.as_str(), "to": from.as_str(), "changed": false,
+        }))?));
+    };
+    let results = workers::batch(
+        &db,
+        &history::transition_statements(id, &t, "operator", workers::now_ms()),
+    )
+    .await?;
+    let changed = results
+        .get(1)
+        .and_then(|r| r.meta().ok().flatten())
+        .and_then(|m| m.changes)
+        .unwrap_or(0);
+    if changed == 0 {
+        return error(
+            409,
+            "the incident changed status meanwhile; nothing written",
+        );
+    }
+    Ok(Some(Response::from_json(&json!({
+        "incident_id": id, "from": t.from.as_str(), "to": t.to.as_str(), "changed": true,
+    }))?))
+}
