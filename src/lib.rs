@@ -18,10 +18,12 @@ pub mod handover;
 pub mod normalize;
 pub mod route;
 pub mod scrub;
+pub mod security;
 pub mod signal;
 #[cfg(feature = "cli")]
 pub mod sqlite;
 pub mod stack;
+pub mod storage;
 pub mod store;
 pub mod ticket;
 pub mod trace;

@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_signal.sql",
         include_str!("../migrations/0004_signal.sql"),
     ),
+    (
+        "0006_security.sql",
+        include_str!("../migrations/0006_security.sql"),
+    ),
 ];
 
 /// A database with every migration applied.

@@ -75,6 +75,26 @@ pub fn random_uuid() -> Result<String, GlueError> {
         .ok_or_else(|| GlueError::Config("randomUUID returned no string".into()))
 }
 
+/// 32 bytes from the runtime's CSPRNG (`crypto.getRandomValues`, Web Crypto), e.g. for a
+/// per-run token ([`crate::security::mint_run_token`]).
+///
+/// Errors: the runtime has no `crypto.getRandomValues` (workerd always has it).
+pub fn random_bytes32() -> Result<[u8; 32], GlueError> {
+    use wasm_bindgen::{JsCast, JsValue};
+    let fail = |_| GlueError::Config("crypto.getRandomValues is unavailable".into());
+    let crypto =
+        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(fail)?;
+    let f: js_sys::Function = js_sys::Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))
+        .map_err(fail)?
+        .dyn_into()
+        .map_err(fail)?;
+    let buf = js_sys::Uint8Array::new_with_length(32);
+    f.call1(&crypto, &buf).map_err(fail)?;
+    let mut out = [0u8; 32];
+    buf.copy_to(&mut out);
+    Ok(out)
+}
+
 /// A Worker var (or secret) as a string, `None` when unset or empty.
 pub fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name)
