@@ -3,7 +3,7 @@
 //! agent-runner's claim), page by page with SQLite's `dbstat` table; then the D1 size at a stated
 //! daily volume under the retention rules (src/storage/retention.rs).
 //!
-//! Prints its table with `cargo test --release --test storage_size -- --nocapture` (the README's
+//! Prints its table with `cargo test --test storage_size -- --nocapture` (the README's
 //! figures). Assertions: the sample policy bounds the events stored per incident, and the stated
 //! volume stays far below D1's 10 GB database limit.
 
@@ -68,7 +68,7 @@ fn sizes(db: &Db) -> BTreeMap<String, (i64, i64)> {
         )
         .expect("dbstat");
     let rows: Vec<(String, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
         .expect("q")
         .map(|r| r.expect("row"))
         .filter(|(t, _)| !t.starts_with("sqlite_") && !t.starts_with("_cf"))
@@ -113,7 +113,22 @@ fn storage_per_incident_event_and_occurrence_and_d1_size_at_a_daily_volume() {
             .expect("tickets");
     }
     // ... and the agent-runner's claim of each job (the task JSON stored with the run).
-    for id in 1..=INCIDENTS {
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ops_incidents").expect("n"),
+        INCIDENTS,
+        "one incident per bug"
+    );
+    let ids: Vec<i64> = {
+        let mut st = db
+            .conn
+            .prepare("SELECT id FROM ops_incidents")
+            .expect("ids");
+        st.query_map([], |r| r.get(0))
+            .expect("q")
+            .map(|r| r.expect("id"))
+            .collect()
+    };
+    for id in ids {
         let inc: IncidentRow = db
             .rows(Statement {
                 sql: SELECT_JOB_SOURCE,
@@ -122,10 +137,11 @@ fn storage_per_incident_event_and_occurrence_and_d1_size_at_a_daily_volume() {
             .expect("incident")
             .pop()
             .expect("incident row");
+        let ticket_id = inc.ticket_id.expect("ticketed");
         let t: TicketRow = db
             .rows(Statement {
                 sql: SELECT_TICKET,
-                params: vec![id.into()],
+                params: vec![ticket_id.into()],
             })
             .expect("ticket")
             .pop()
