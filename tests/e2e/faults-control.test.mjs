@@ -24,7 +24,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { LOCAL_API_TOKEN, ROOT, d1, ingestedItems, sleep, startStack, until } from "../../scripts/lib/stack.mjs";
 import { drive } from "../../scripts/lib/demo.mjs";
-import { startGithubStub } from "./github-stub.mjs";
+import { startGithubStub, trackerVars } from "./github-stub.mjs";
 
 const stateDir = join(ROOT, `.selfheal/e2e-faults-control-${process.pid}`);
 const GH_TOKEN = "gh-test-token-not-a-secret";
@@ -82,10 +82,7 @@ describe("control-plane faults and guards", { timeout: 240_000 }, () => {
     stack = await startStack({
       stateDir,
       scheduledVars: {
-        SELFHEAL_TRACKER: "github",
-        SELFHEAL_GITHUB_API: gh.url,
-        SELFHEAL_GITHUB_REPO: REPO,
-        SELFHEAL_GITHUB_TOKEN: GH_TOKEN,
+        ...trackerVars(gh, GH_TOKEN, REPO),
         SELFHEAL_GITHUB_TIMEOUT_MS: String(TIMEOUT_MS),
         SELFHEAL_UNQUEUED_GRACE_MS: String(GRACE_MS),
         SELFHEAL_HANDOVER: "webhook",

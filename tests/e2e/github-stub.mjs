@@ -22,6 +22,14 @@ import { createServer } from "node:http";
 
 export const API_VERSION = "2022-11-28";
 
+/** The cron Worker's vars that point its GitHub tracker at a running stub. */
+export const trackerVars = (gh, token, repo) => ({
+  SELFHEAL_TRACKER: "github",
+  SELFHEAL_GITHUB_API: gh.url,
+  SELFHEAL_GITHUB_REPO: repo,
+  SELFHEAL_GITHUB_TOKEN: token,
+});
+
 /**
  * Starts the stand-in on a free loopback port.
  * Options: token (required bearer token), repo ("owner/name"), searchLagMs (default 0),
