@@ -24,3 +24,13 @@ CREATE TABLE tracker_holds (
   reason     TEXT    NOT NULL,
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Sentry intake (POST /api/intake/sentry): one row per Sentry issue id, first delivery wins. The
+-- incident's fingerprint is derived from the id (src/intake.rs), so one Sentry issue is one
+-- incident, one ticket and one fix run however often it is delivered.
+CREATE TABLE intake_sentry_issues (
+  sentry_issue_id TEXT    PRIMARY KEY,
+  fingerprint     TEXT    NOT NULL UNIQUE,
+  permalink       TEXT,
+  created_at      INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -15,6 +15,7 @@ pub mod fingerprint;
 pub mod fixer;
 pub mod github;
 pub mod handover;
+pub mod intake;
 pub mod normalize;
 pub mod route;
 pub mod scrub;

@@ -21,6 +21,9 @@
 //!   `{incident_id, label, label_at}` (400 with `{error}` for a bad body or label, 404 for an
 //!   unknown incident, 413 past 16 KiB; nothing is stored on an error); `GET /api/gate/report` →
 //!   the [`crate::signal::report::GateReport`] over the labelled incidents.
+//! - Intake: `POST /api/intake/sentry` (Sentry internal integration webhooks, see
+//!   [`crate::intake`]; `SELFHEAL_SENTRY_CLIENT_SECRET`), authenticated by `Sentry-Hook-Signature`
+//!   instead of the API token.
 //! - Guards ([`crate::security`]), in this order, before any work: a credential-like query
 //!   parameter → 400; the bearer token compared in constant time → 401 (a per-run token
 //!   `shr_…` of a hosted handover is accepted only on `POST /api/runs/{id}/heartbeat|result` of
@@ -33,6 +36,7 @@ use worker::{
     Context, Env, MessageBatch, MessageExt, Request, Response, console_error, console_log, event,
 };
 
+use crate::intake;
 use crate::security;
 use crate::signal::report::{
     self, DecisionCountRow, DecisionRow, DecisionView, IncidentView, LIST_INCIDENTS_GATED,
@@ -191,6 +195,16 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             ),
         );
     }
+    // Intake webhooks authenticate by their sender's signature, not by the API token.
+    if path == "/api/intake/sentry" {
+        return match sentry_intake(&env, &mut req).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                console_error!("selfheal intake sentry: {e}");
+                json_error(500, "internal error")
+            }
+        };
+    }
     // Fail closed: no configured token, no API.
     let Some(token) = workers::var(&env, "SELFHEAL_API_TOKEN") else {
         return json_error(503, "SELFHEAL_API_TOKEN is not configured");
@@ -254,6 +268,57 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             json_error(500, "internal error")
         }
     }
+}
+
+/// `POST /api/intake/sentry` ([`crate::intake`]): body limit, timestamp, signature (constant
+/// time), documented shape; then one D1 batch. 404 when `SELFHEAL_SENTRY_CLIENT_SECRET` is unset;
+/// 413 / 401 / 400 with nothing stored; 202 for a resource it does not act on; 200 with the
+/// incident's fingerprint otherwise.
+async fn sentry_intake(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
+    let Some(secret) = workers::var(env, "SELFHEAL_SENTRY_CLIENT_SECRET") else {
+        return Ok(json_error(404, "Sentry intake is not configured")?);
+    };
+    if req.method() != worker::Method::Post {
+        return Ok(json_error(405, "only POST")?);
+    }
+    let body = match read_body(req, intake::MAX_SENTRY_BODY_BYTES).await? {
+        Ok(b) => b,
+        Err(refused) => return Ok(refused),
+    };
+    let headers = req.headers();
+    let now = workers::now_ms();
+    let now_secs = u64::try_from(now / 1000).unwrap_or(0);
+    if !intake::sentry_timestamp_ok(headers.get("sentry-hook-timestamp")?.as_deref(), now_secs) {
+        return Ok(json_error(401, "stale Sentry-Hook-Timestamp")?);
+    }
+    let signature = headers.get("sentry-hook-signature")?;
+    if !intake::sentry_signature_ok(secret.as_bytes(), &body, signature.as_deref()) {
+        return Ok(json_error(401, "missing or wrong Sentry-Hook-Signature")?);
+    }
+    let resource = headers.get("sentry-hook-resource")?.unwrap_or_default();
+    let issue = match intake::parse_sentry(&resource, &body) {
+        Ok(Some(issue)) => issue,
+        Ok(None) => {
+            return Ok(Response::from_json(&json!({ "ignored": resource }))?.with_status(202));
+        }
+        Err(intake::IntakeError::Body(why)) => return Ok(json_error(400, &why)?),
+        Err(_) => return Ok(json_error(401, "refused")?),
+    };
+    let cfg = crate::config::PipelineConfig::default();
+    let Some(event) = intake::sentry_event(&issue, &cfg, now) else {
+        return Ok(Response::from_json(&json!({ "ignored": "noise" }))?.with_status(202));
+    };
+    let db = env.d1(DB_BINDING)?;
+    workers::batch(&db, &intake::sentry_statements(&issue, &event, now)).await?;
+    console_log!(
+        "selfheal intake sentry: issue {} → {}",
+        issue.issue_id,
+        event.fingerprint
+    );
+    Ok(Response::from_json(&json!({
+        "sentry_issue_id": issue.issue_id,
+        "fingerprint": event.fingerprint,
+    }))?)
 }
 
 /// Whether `presented` is a live per-run token of `scope`'s run: its SHA-256 equals a stored one

@@ -207,6 +207,14 @@ pub const RULES: &[Rule] = &[
             ")"
         ),
     },
+    Rule {
+        table: "intake_sentry_issues",
+        days: RESOLVED_INCIDENT_DAYS,
+        cutoff: Cutoff::Ms,
+        keeps: "the Sentry issue of every incident that is kept",
+        sql: "DELETE FROM intake_sentry_issues WHERE created_at < ?1 \
+              AND fingerprint NOT IN (SELECT fingerprint FROM ops_incidents)",
+    },
 ];
 
 /// The retention batch at `now_ms` (ms since the epoch): one statement per [`RULES`] entry, in

@@ -14,7 +14,11 @@
 //  - the cron stopped between the ticket insert and the queue send → a later run sends the job
 //    once (after SELFHEAL_UNQUEUED_GRACE_MS), exactly one fix run;
 //  - 50 concurrent POST /api/runs/lease → exactly one lease; two concurrent results → one wins, 409;
-//  - per-run tokens, tokens in query strings, body limits: the guards of src/security.rs.
+//  - per-run tokens, tokens in query strings, body limits: the guards of src/security.rs;
+//  - Sentry intake (issue 11 §3): five signed deliveries of one Sentry issue → one incident, one
+//    ticket, one fix run; a wrong signature, a stale timestamp, a 2 MB body, a non-JSON body → 4xx,
+//    nothing stored. Sentry cannot reach this machine: the deliveries are built here as its
+//    "Issues" webhook page documents them and signed with node:crypto.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -30,6 +34,7 @@ const stateDir = join(ROOT, `.selfheal/e2e-faults-control-${process.pid}`);
 const GH_TOKEN = "gh-test-token-not-a-secret";
 const REPO = "acme/shop";
 const SECRET = "webhook-secret-for-tests-0123456789";
+const SENTRY_SECRET = "sentry-client-secret-for-tests";
 const GRACE_MS = 15_000;
 const TIMEOUT_MS = 2_000;
 
@@ -81,6 +86,7 @@ describe("control-plane faults and guards", { timeout: 240_000 }, () => {
     await new Promise((r) => receiver.listen(0, "127.0.0.1", r));
     stack = await startStack({
       stateDir,
+      runnerVars: { SELFHEAL_SENTRY_CLIENT_SECRET: SENTRY_SECRET },
       scheduledVars: {
         ...trackerVars(gh, GH_TOKEN, REPO),
         SELFHEAL_GITHUB_TIMEOUT_MS: String(TIMEOUT_MS),
@@ -277,6 +283,65 @@ describe("control-plane faults and guards", { timeout: 240_000 }, () => {
     const log = readFileSync(join(stack.logs, "runner.log"), "utf8");
     const claims = log.split("\n").filter((l) => l.includes(`selfheal runner: incident ${inc.id} ticket`));
     assert.equal(claims.length, 1, claims.join("\n"));
+  });
+
+  test("Sentry intake: five deliveries of one issue → one incident, ticket and run; bad deliveries → 4xx, nothing stored", async () => {
+    const payload = {
+      action: "created",
+      installation: { uuid: "eac5a0ae-60ec-418f-9318-46dc5e7e52ec" },
+      data: {
+        issue: {
+          id: "1170820242", shortId: "FRONTEND-9", title: "TypeError: Cannot read properties of undefined (reading 'total')",
+          culprit: "priceCart(app/cart)", permalink: "https://acme.sentry.io/issues/1170820242/", level: "error", status: "unresolved",
+          platform: "javascript", project: { id: "1", name: "frontend", slug: "frontend", platform: "javascript" }, type: "error",
+          metadata: { type: "TypeError", value: "Cannot read properties of undefined (reading 'total') for alice.secret@example.com" },
+          count: "3", userCount: 1, firstSeen: new Date().toISOString(), lastSeen: new Date().toISOString(),
+        },
+      },
+      actor: { type: "application", id: "sentry", name: "Sentry" },
+    };
+    const deliver = (raw, { secret = SENTRY_SECRET, timestamp = String(Math.floor(Date.now() / 1000)), resource = "issue" } = {}) =>
+      fetch(`${stack.urls.runner}/api/intake/sentry`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          "request-id": "6d8f2a0e-1f7e-4a38-9d41-2f9f7d3c0a11",
+          "sentry-hook-resource": resource,
+          "sentry-hook-timestamp": timestamp,
+          "sentry-hook-signature": createHmac("sha256", secret).update(raw).digest("hex"),
+        },
+        body: raw,
+      });
+    const sentryIncidents = async () => (await stack.api("/api/incidents")).filter((i) => i.script_name === "sentry/frontend");
+    const raw = JSON.stringify(payload);
+    const refused = [
+      await deliver(raw, { secret: "not-the-secret" }),
+      await deliver(raw, { timestamp: String(Math.floor(Date.now() / 1000) - 3600) }),
+      await deliver(JSON.stringify({ ...payload, pad: "a".repeat(2 * 1024 * 1024) })),
+      await deliver("this is not json"),
+    ].map((r) => r.status);
+    assert.deepEqual(refused, [401, 401, 413, 400]);
+    assert.equal((await sentryIncidents()).length, 0, "nothing stored");
+    assert.equal((await d1(stateDir, "SELECT count(*) AS n FROM intake_sentry_issues"))[0].n, 0);
+
+    const statuses = [];
+    for (let i = 0; i < 5; i++) statuses.push((await deliver(raw)).status);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200]);
+    const [inc, ...more] = await sentryIncidents();
+    assert.equal(more.length, 0, "one incident");
+    assert.equal(inc.occurrence_count, 1, "five deliveries, one occurrence");
+    assert.equal(inc.exception_type, "TypeError");
+    const stored = await d1(stateDir, `SELECT message, logs FROM ops_log_events WHERE fingerprint = '${inc.fingerprint}'`);
+    assert.equal(stored.length, 1);
+    assert.ok(!JSON.stringify(stored).includes("alice.secret@example.com"), "scrubbed like every TraceItem");
+    assert.match(stored[0].logs, /acme\.sentry\.io\/issues\/1170820242/);
+    await stack.cron();
+    await until(async () => (await runs()).filter((r) => r.incident_id === inc.id).length === 1, "its fix run", { timeoutMs: 30_000 });
+    await stack.cron();
+    const tickets = await d1(stateDir, `SELECT id, body FROM tickets WHERE incident_id = ${inc.id}`);
+    assert.equal(tickets.length, 1, "one ticket");
+    assert.match(tickets[0].body, /FRONTEND-9/);
+    assert.equal((await runs()).filter((r) => r.incident_id === inc.id).length, 1, "one run");
   });
 
   test("never a duplicate issue or comment; every retry within GitHub's documented limits", () => {
