@@ -756,11 +756,13 @@ fn attempt(
     let diagnosis = std::fs::read_to_string(diagnosis_path).unwrap_or_default();
     let body = pr_body(run, &diagnosis, &report.evidence, &base, &how);
     let http = agent();
-    let existing = github_call(&http, &github::find_pull(gh, &branch)).map_err(reject)?;
-    let pr: Option<github::IssueRef> = serde_json::from_str::<Vec<github::IssueRef>>(&existing)
-        .ok()
-        .and_then(|v| v.into_iter().find(|p| p.state == "open"));
-    let pr = match pr {
+    let open_pull = |http: &ureq::Agent| -> Result<Option<github::IssueRef>, Rejected> {
+        let existing = github_call(http, &github::find_pull(gh, &branch)).map_err(reject)?;
+        Ok(serde_json::from_str::<Vec<github::IssueRef>>(&existing)
+            .ok()
+            .and_then(|v| v.into_iter().find(|p| p.state == "open")))
+    };
+    let pr = match open_pull(&http)? {
         Some(p) => p,
         None => {
             let title = format!(
@@ -768,13 +770,17 @@ fn attempt(
                 run.incident_id,
                 short(&run.fingerprint)
             );
-            let created = github_call(
+            match github_call(
                 &http,
                 &github::create_draft_pull(gh, &branch, &default, &title, &body),
-            )
-            .map_err(reject)?;
-            github::parse_created(&created)
-                .ok_or_else(|| Rejected("create PR: unexpected response".into()))?
+            ) {
+                Ok(created) => github::parse_created(&created)
+                    .ok_or_else(|| Rejected("create PR: unexpected response".into()))?,
+                // A create whose response was lost may have landed, and its retry then meets
+                // GitHub's "a pull request already exists" (one open PR per head branch): the PR
+                // of the branch is looked up again before this counts as a failure.
+                Err(e) => open_pull(&http)?.ok_or_else(|| reject(e))?,
+            }
         }
     };
     progress(&format!("draft PR {}", pr.html_url));

@@ -211,6 +211,41 @@ pub fn comment(repo: &Repo, number: u64, body: &str) -> Request {
     )
 }
 
+/// `GET /repos/{repo}/issues/{number}/comments`: the issue's first 100 comments (oldest first), to
+/// look for a [`comment_marker`] before re-sending a comment whose first send may have landed.
+pub fn list_comments(repo: &Repo, number: u64) -> Request {
+    Request::new(
+        repo,
+        "GET",
+        &format!(
+            "/repos/{}/issues/{number}/comments?per_page=100",
+            repo.full_name
+        ),
+        None,
+    )
+}
+
+/// The hidden last line of a run-state comment: `<!-- selfheal:run=<id>:<state> -->`.
+pub fn comment_marker(run_id: i64, state: &str) -> String {
+    let state: String = state
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    format!("<!-- selfheal:run={run_id}:{state} -->")
+}
+
+/// Whether a comment list (`[{body}, ...]`) holds a comment whose **last** line is `marker`
+/// (where selfheal puts it, after any fenced untrusted text; a marker quoted inside never counts).
+pub fn has_marked_comment(body: &str, marker: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.get("body").and_then(Value::as_str))
+        .any(|b| b.trim_end().lines().last() == Some(marker))
+}
+
 /// `PATCH /repos/{repo}/issues/{number}`: close as completed, or reopen.
 pub fn set_open(repo: &Repo, number: u64, open: bool) -> Request {
     let body = if open {
@@ -360,6 +395,46 @@ fn backoff(base: u64, attempt: u32) -> u64 {
         .clamp(1, MAX_WAIT_SECS)
 }
 
+/// The wait a 403/429 response asks for, uncapped, in seconds, with why: `retry-after` (seconds),
+/// else `x-ratelimit-reset` (UTC epoch seconds) when `x-ratelimit-remaining` is `0`; `None` when it
+/// names none (or is not a 403/429). A caller that cannot wait that long inside one run keeps the
+/// time (`tracker_holds`) so no later run calls earlier.
+pub fn asked_wait(resp: &Response<'_>, now_secs: u64) -> Option<(u64, String)> {
+    let status = resp.status;
+    if status != 403 && status != 429 {
+        return None;
+    }
+    if let Some(secs) = resp
+        .header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Some((
+            secs,
+            format!("{status} rate limited (retry-after {secs} s)"),
+        ));
+    }
+    if resp.header("x-ratelimit-remaining") == Some("0")
+        && let Some(reset) = resp
+            .header("x-ratelimit-reset")
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        let wait = reset.saturating_sub(now_secs).max(1);
+        return Some((
+            wait,
+            format!("{status} primary rate limit, resets in {wait} s"),
+        ));
+    }
+    None
+}
+
+/// Whether a failed write may have been applied by GitHub all the same: no response (timeout,
+/// connection reset) or a 5xx (a gateway can time out after the write committed). Such a write is
+/// re-sent only after a lookup shows it did not land (marker search for issues,
+/// [`has_marked_comment`] for comments, the head branch for pull requests).
+pub fn maybe_applied(status: u16) -> bool {
+    status == 0 || (500..=599).contains(&status)
+}
+
 /// Classifies the response to try number `attempt` (1-based) at `now_secs` (UTC epoch seconds).
 ///
 /// - 2xx, 304 → [`Outcome::Success`];
@@ -391,25 +466,8 @@ pub fn classify(resp: &Response<'_>, attempt: u32, now_secs: u64) -> Outcome {
         200..=299 | 304 => Outcome::Success,
         403 | 429 => {
             let message = resp.message();
-            if let Some(secs) = resp
-                .header("retry-after")
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                return retry(
-                    secs,
-                    format!("{status} rate limited (retry-after {secs} s)"),
-                );
-            }
-            if resp.header("x-ratelimit-remaining") == Some("0")
-                && let Some(reset) = resp
-                    .header("x-ratelimit-reset")
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                let wait = reset.saturating_sub(now_secs).max(1);
-                return retry(
-                    wait,
-                    format!("{status} primary rate limit, resets in {wait} s"),
-                );
+            if let Some((wait, why)) = asked_wait(resp, now_secs) {
+                return retry(wait, why);
             }
             let secondary = message
                 .to_ascii_lowercase()
@@ -671,6 +729,47 @@ mod tests {
         assert_eq!(body["assignees"], json!([COPILOT_ASSIGNEE]));
         assert_eq!(body["agent_assignment"]["target_repo"], "acme/shop");
         assert_eq!(body["agent_assignment"]["base_branch"], "release");
+    }
+
+    #[test]
+    fn comment_markers_count_on_the_last_line_only() {
+        let m = comment_marker(7, "pr_opened");
+        assert_eq!(m, "<!-- selfheal:run=7:pr_opened -->");
+        assert_eq!(comment_marker(7, "a -->b"), "<!-- selfheal:run=7:ab -->");
+        let list = json!([
+            {"body": format!("quoted:\n```\n{m}\n```\n")},
+            {"body": "other"},
+        ]);
+        assert!(!has_marked_comment(&list.to_string(), &m));
+        let list = json!([{"body": format!("selfheal: fix run 7 ...\n{m}\n")}]);
+        assert!(has_marked_comment(&list.to_string(), &m));
+        assert!(!has_marked_comment("not json", &m));
+        assert_eq!(
+            list_comments(&repo(), 3).url,
+            "http://127.0.0.1:9/repos/acme/shop/issues/3/comments?per_page=100"
+        );
+    }
+
+    #[test]
+    fn asked_waits_are_uncapped_and_ambiguous_writes_named() {
+        let far = h(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "4600"),
+        ]);
+        assert_eq!(
+            asked_wait(&resp(403, &far, ""), 1000).map(|w| w.0),
+            Some(3600)
+        );
+        let ra = h(&[("retry-after", "12")]);
+        assert_eq!(asked_wait(&resp(429, &ra, ""), 0).map(|w| w.0), Some(12));
+        assert_eq!(asked_wait(&resp(500, &ra, ""), 0), None);
+        assert_eq!(asked_wait(&resp(429, &h(&[]), ""), 0), None);
+        for s in [0, 500, 502, 504] {
+            assert!(maybe_applied(s), "{s}");
+        }
+        for s in [200, 403, 422, 429] {
+            assert!(!maybe_applied(s), "{s}");
+        }
     }
 
     #[test]

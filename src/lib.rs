@@ -15,9 +15,11 @@ pub mod fingerprint;
 pub mod fixer;
 pub mod github;
 pub mod handover;
+pub mod intake;
 pub mod normalize;
 pub mod route;
 pub mod scrub;
+pub mod security;
 pub mod signal;
 #[cfg(feature = "cli")]
 pub mod sqlite;

@@ -25,6 +25,14 @@
 //!   `POST /api/ingest/dead/replay`.
 //! - An operator's actions ([`operator`]): `POST /api/incidents/{id}/resolve|ignore|reopen`,
 //!   `GET /api/incidents/{id}/history`.
+//! - Intake: `POST /api/intake/sentry` (Sentry internal integration webhooks, see
+//!   [`crate::intake`]; `SELFHEAL_SENTRY_CLIENT_SECRET`), authenticated by `Sentry-Hook-Signature`
+//!   instead of the API token.
+//! - Guards ([`crate::security`]), in this order, before any work: a credential-like query
+//!   parameter → 400; the bearer token compared in constant time → 401 (a per-run token
+//!   `shr_…` of a hosted handover is accepted only on `POST /api/runs/{id}/heartbeat|result` of
+//!   its own run, while that run holds the lease it was minted with); every POST's body limit
+//!   ([`crate::security::body_limit`]) → 413 before the body is parsed.
 
 mod ingest;
 mod operator;
@@ -35,10 +43,13 @@ use worker::{
     Context, Env, MessageBatch, MessageExt, Request, Response, console_error, console_log, event,
 };
 
+use crate::intake;
+use crate::security;
 use crate::signal::report::{
     self, DecisionCountRow, DecisionRow, DecisionView, IncidentView, LIST_INCIDENTS_GATED,
     LabelledRow,
 };
+use crate::storage::run_tokens::{RunTokenRow, SELECT_RUN_TOKEN};
 use crate::store::{
     self, BudgetRow, CLAIM_INSERT_INDEX, CLAIM_READBACK_INDEX, FixRunRow, IncidentRow,
     LIST_INCIDENTS, LIST_INGEST_STATS, LIST_RUNS, LIST_TICKETS, SELECT_BUDGET, SELECT_JOB_SOURCE,
@@ -181,14 +192,61 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     if !path.starts_with("/api/") {
         return json_error(404, "not found");
     }
+    // Tokens only in headers: a credential in the URL is refused before anything else is done.
+    if let Some(name) = req.url()?.query().and_then(security::secret_in_query) {
+        console_log!("selfheal api {path}: refused a credential in the query string ({name})");
+        return json_error(
+            400,
+            &format!(
+                "credentials go in the Authorization header, never in the URL (query parameter {name:?})"
+            ),
+        );
+    }
+    // Intake webhooks authenticate by their sender's signature, not by the API token.
+    if path == "/api/intake/sentry" {
+        return match sentry_intake(&env, &mut req).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                console_error!("selfheal intake sentry: {e}");
+                json_error(500, "internal error")
+            }
+        };
+    }
     // Fail closed: no configured token, no API.
     let Some(token) = workers::var(&env, "SELFHEAL_API_TOKEN") else {
         return json_error(503, "SELFHEAL_API_TOKEN is not configured");
     };
-    let given = req.headers().get("authorization")?.unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), format!("Bearer {token}").as_bytes()) {
-        return json_error(401, "missing or wrong bearer token");
+    let header = req.headers().get("authorization")?;
+    let is_post = req.method() == worker::Method::Post;
+    let full_access = security::bearer_is(header.as_deref(), &token);
+    if !full_access {
+        // A per-run token may only report its own run.
+        let scope = security::RunScope::of(is_post, &path);
+        let presented = security::bearer(header.as_deref())
+            .filter(|t| t.starts_with(security::RUN_TOKEN_PREFIX));
+        let allowed = match (scope, presented) {
+            (Some(scope), Some(t)) => match run_token_ok(&env, scope, t).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    console_error!("selfheal api {path}: {e}");
+                    return json_error(500, "internal error");
+                }
+            },
+            _ => false,
+        };
+        if !allowed {
+            return json_error(401, "missing or wrong bearer token");
+        }
     }
+    // Every POST: its route's body limit, before the body is parsed.
+    let body = if is_post {
+        match read_body(&mut req, security::body_limit(&path)).await? {
+            Ok(b) => b,
+            Err(refused) => return Ok(refused),
+        }
+    } else {
+        Vec::new()
+    };
     let routed = match ingest::api(&env, &path, &req).await {
         Ok(None) => operator::api(&env, &path, &req).await,
         other => other,
@@ -201,7 +259,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             return json_error(500, "internal error");
         }
     }
-    match gate_api(&env, &path, &mut req).await {
+    match gate_api(&env, &path, req.method(), &body).await {
         Ok(Some(resp)) => return Ok(resp),
         Ok(None) => {}
         Err(e) => {
@@ -209,8 +267,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             return json_error(500, "internal error");
         }
     }
-    if req.method() == worker::Method::Post {
-        return match fixer_api(&env, &path, req).await {
+    if is_post {
+        return match fixer_api(&env, &path, &body).await {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 console_error!("selfheal api {path}: {e}");
@@ -229,6 +287,96 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             json_error(500, "internal error")
         }
     }
+}
+
+/// `POST /api/intake/sentry` ([`crate::intake`]): body limit, timestamp, signature (constant
+/// time), documented shape; then one D1 batch. 404 when `SELFHEAL_SENTRY_CLIENT_SECRET` is unset;
+/// 413 / 401 / 400 with nothing stored; 202 for a resource it does not act on; 200 with the
+/// incident's fingerprint otherwise.
+async fn sentry_intake(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
+    let Some(secret) = workers::var(env, "SELFHEAL_SENTRY_CLIENT_SECRET") else {
+        return Ok(json_error(404, "Sentry intake is not configured")?);
+    };
+    if req.method() != worker::Method::Post {
+        return Ok(json_error(405, "only POST")?);
+    }
+    let body = match read_body(req, intake::MAX_SENTRY_BODY_BYTES).await? {
+        Ok(b) => b,
+        Err(refused) => return Ok(refused),
+    };
+    let headers = req.headers();
+    let now = workers::now_ms();
+    let now_secs = u64::try_from(now / 1000).unwrap_or(0);
+    if !intake::sentry_timestamp_ok(headers.get("sentry-hook-timestamp")?.as_deref(), now_secs) {
+        return Ok(json_error(401, "stale Sentry-Hook-Timestamp")?);
+    }
+    let signature = headers.get("sentry-hook-signature")?;
+    if !intake::sentry_signature_ok(secret.as_bytes(), &body, signature.as_deref()) {
+        return Ok(json_error(401, "missing or wrong Sentry-Hook-Signature")?);
+    }
+    let resource = headers.get("sentry-hook-resource")?.unwrap_or_default();
+    let issue = match intake::parse_sentry(&resource, &body) {
+        Ok(Some(issue)) => issue,
+        Ok(None) => {
+            return Ok(Response::from_json(&json!({ "ignored": resource }))?.with_status(202));
+        }
+        Err(intake::IntakeError::Body(why)) => return Ok(json_error(400, &why)?),
+        Err(_) => return Ok(json_error(401, "refused")?),
+    };
+    let cfg = crate::config::PipelineConfig::default();
+    let Some(event) = intake::sentry_event(&issue, &cfg, now) else {
+        return Ok(Response::from_json(&json!({ "ignored": "noise" }))?.with_status(202));
+    };
+    let db = env.d1(DB_BINDING)?;
+    workers::batch(&db, &intake::sentry_statements(&issue, &event, now)).await?;
+    console_log!(
+        "selfheal intake sentry: issue {} → {}",
+        issue.issue_id,
+        event.fingerprint
+    );
+    Ok(Response::from_json(&json!({
+        "sentry_issue_id": issue.issue_id,
+        "fingerprint": event.fingerprint,
+    }))?)
+}
+
+/// Whether `presented` is a live per-run token of `scope`'s run: its SHA-256 equals a stored one
+/// (constant time) whose run still holds the lease it was minted with.
+async fn run_token_ok(
+    env: &Env,
+    scope: security::RunScope,
+    presented: &str,
+) -> Result<bool, GlueError> {
+    let db = env.d1(DB_BINDING)?;
+    let rows: Vec<RunTokenRow> = workers::query(
+        &db,
+        &sql_with(
+            SELECT_RUN_TOKEN,
+            vec![scope.run_id.into(), workers::now_ms().into()],
+        ),
+    )
+    .await?;
+    // Every stored hash is compared (no early exit), each in constant time.
+    Ok(rows.iter().fold(false, |ok, r| {
+        security::run_token_matches(presented, &r.token_hash) | ok
+    }))
+}
+
+/// Reads a POST body of at most `limit` bytes: `Ok(Err(413))` past it (by the declared
+/// `Content-Length` before reading, else by the bytes read), `Ok(Err(400))` when unreadable.
+async fn read_body(req: &mut Request, limit: usize) -> worker::Result<Result<Vec<u8>, Response>> {
+    let too_big = || json_error(413, &format!("body over {limit} bytes"));
+    let declared = req.headers().get("content-length")?;
+    if security::declared_over(declared.as_deref(), limit) {
+        return Ok(Err(too_big()?));
+    }
+    let Ok(body) = req.bytes().await else {
+        return Ok(Err(json_error(400, "unreadable body")?));
+    };
+    if body.len() > limit {
+        return Ok(Err(too_big()?));
+    }
+    Ok(Ok(body))
 }
 
 async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
@@ -302,13 +450,15 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
     }))
 }
 
-/// Largest body of `POST /api/incidents/{id}/label`, bytes (413 past it).
-pub const MAX_LABEL_BODY_BYTES: usize = 16 * 1024;
-
-/// The gate's endpoints (see the module doc); `None` when `path` is not one of them.
-async fn gate_api(env: &Env, path: &str, req: &mut Request) -> Result<Option<Response>, GlueError> {
+/// The gate's endpoints (see the module doc); `None` when `path` is not one of them. `body`: the
+/// POST body, already within its limit.
+async fn gate_api(
+    env: &Env,
+    path: &str,
+    method: worker::Method,
+    body: &[u8],
+) -> Result<Option<Response>, GlueError> {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let method = req.method();
     let (is_get, is_post) = (
         method == worker::Method::Get,
         method == worker::Method::Post,
@@ -345,7 +495,7 @@ async fn gate_api(env: &Env, path: &str, req: &mut Request) -> Result<Option<Res
             };
             let db = env.d1(DB_BINDING)?;
             if want_post {
-                return label(&db, id, req).await.map(Some);
+                return label(&db, id, body).await.map(Some);
             }
             let results = workers::batch(&db, &report::decisions_statements(id)).await?;
             let Some(incident) = results
@@ -376,22 +526,8 @@ async fn gate_api(env: &Env, path: &str, req: &mut Request) -> Result<Option<Res
 }
 
 /// `POST /api/incidents/{id}/label`: validates the whole body before any write.
-async fn label(db: &worker::D1Database, id: i64, req: &mut Request) -> Result<Response, GlueError> {
-    let too_big = || json_error(413, "body over 16 KiB");
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_LABEL_BODY_BYTES) {
-        return Ok(too_big()?);
-    }
-    let Ok(body) = req.bytes().await else {
-        return Ok(json_error(400, "unreadable body")?);
-    };
-    if body.len() > MAX_LABEL_BODY_BYTES {
-        return Ok(too_big()?);
-    }
-    let label = match report::parse_label(&body) {
+async fn label(db: &worker::D1Database, id: i64, body: &[u8]) -> Result<Response, GlueError> {
+    let label = match report::parse_label(body) {
         Ok(l) => l,
         Err(e) => return Ok(json_error(400, &e.0)?),
     };
@@ -446,13 +582,13 @@ fn ttl_ms(ttl_secs: Option<i64>) -> i64 {
 }
 
 /// The fixer's POST endpoints (see the module doc).
-async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, GlueError> {
+async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueError> {
     let db = env.d1(DB_BINDING)?;
     let now = workers::now_ms();
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
         ["", "api", "runs", "lease"] => {
-            let Ok(body) = req.json::<LeaseBody>().await else {
+            let Ok(body) = serde_json::from_slice::<LeaseBody>(body) else {
                 return Ok(json_error(400, "expected {owner, ttl_secs?}")?);
             };
             let lease_id = workers::random_uuid()?;
@@ -481,7 +617,7 @@ async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, 
             };
             let (stmts, lease_id) = match *action {
                 "heartbeat" => {
-                    let Ok(b) = req.json::<HeartbeatBody>().await else {
+                    let Ok(b) = serde_json::from_slice::<HeartbeatBody>(body) else {
                         return Ok(json_error(400, "expected {lease_id, state?, ttl_secs?}")?);
                     };
                     let state = b.state.unwrap_or_else(|| "fixing".into());
@@ -493,10 +629,10 @@ async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, 
                     (vec![s], b.lease_id)
                 }
                 "result" => {
-                    let Ok(text) = req.text().await else {
-                        return Ok(json_error(400, "unreadable body")?);
+                    let Ok(text) = std::str::from_utf8(body) else {
+                        return Ok(json_error(400, "body is not UTF-8")?);
                     };
-                    let Ok(b) = serde_json::from_str::<ResultBody>(&text) else {
+                    let Ok(b) = serde_json::from_str::<ResultBody>(text) else {
                         return Ok(json_error(400, "expected {lease_id, outcome, ...}")?);
                     };
                     if b.outcome != "pr_opened" && b.outcome != "failed" {
@@ -509,13 +645,14 @@ async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, 
                     if b.outcome == "pr_opened" && pr_url.is_none() {
                         return Ok(json_error(400, "pr_opened needs an http(s) pr_url")?);
                     }
-                    let result: String = text.chars().take(16 * 1024).collect();
+                    // Whole: the body is within MAX_RESULT_BODY_BYTES already.
+                    let result = text;
                     let mut stmts = vec![store::finish_run(
                         run_id,
                         &b.lease_id,
                         &b.outcome,
                         pr_url,
-                        &result,
+                        result,
                         now,
                     )];
                     if b.outcome == "failed" {
@@ -553,12 +690,4 @@ async fn fixer_api(env: &Env, path: &str, mut req: Request) -> Result<Response, 
 
 fn json_error(status: u16, message: &str) -> worker::Result<Response> {
     Ok(Response::from_json(&json!({ "error": message }))?.with_status(status))
-}
-
-/// Compares without an early exit on the first differing byte (timing does not reveal the prefix).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0005_ingest.sql"),
     ),
     (
+        "0006_security.sql",
+        include_str!("../migrations/0006_security.sql"),
+    ),
+    (
         "0008_history.sql",
         include_str!("../migrations/0008_history.sql"),
     ),

@@ -57,22 +57,42 @@ pub fn now_ms() -> i64 {
     js_sys::Date::now() as i64
 }
 
+/// The runtime's `crypto` object and its method `name`, to call on it.
+fn crypto_method(name: &str) -> Result<(JsValue, js_sys::Function), GlueError> {
+    use wasm_bindgen::JsCast;
+    let fail = |_| GlueError::Config(format!("crypto.{name} is unavailable"));
+    let crypto =
+        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(fail)?;
+    let f = js_sys::Reflect::get(&crypto, &JsValue::from_str(name))
+        .map_err(fail)?
+        .dyn_into()
+        .map_err(fail)?;
+    Ok((crypto, f))
+}
+
 /// `crypto.randomUUID()` of the runtime (a random version-4 UUID), e.g. a lease id.
 ///
 /// Errors: the runtime has no `crypto.randomUUID` (workerd always has it).
 pub fn random_uuid() -> Result<String, GlueError> {
-    use wasm_bindgen::{JsCast, JsValue};
-    let fail = |_| GlueError::Config("crypto.randomUUID is unavailable".into());
-    let crypto =
-        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(fail)?;
-    let f: js_sys::Function = js_sys::Reflect::get(&crypto, &JsValue::from_str("randomUUID"))
-        .map_err(fail)?
-        .dyn_into()
-        .map_err(fail)?;
+    let (crypto, f) = crypto_method("randomUUID")?;
     f.call0(&crypto)
-        .map_err(fail)?
-        .as_string()
+        .ok()
+        .and_then(|v| v.as_string())
         .ok_or_else(|| GlueError::Config("randomUUID returned no string".into()))
+}
+
+/// 32 bytes from the runtime's CSPRNG (`crypto.getRandomValues`, Web Crypto), e.g. for a
+/// per-run token ([`crate::security::mint_run_token`]).
+///
+/// Errors: the runtime has no `crypto.getRandomValues` (workerd always has it).
+pub fn random_bytes32() -> Result<[u8; 32], GlueError> {
+    let (crypto, f) = crypto_method("getRandomValues")?;
+    let buf = js_sys::Uint8Array::new_with_length(32);
+    f.call1(&crypto, &buf)
+        .map_err(|_| GlueError::Config("crypto.getRandomValues failed".into()))?;
+    let mut out = [0u8; 32];
+    buf.copy_to(&mut out);
+    Ok(out)
 }
 
 /// A Worker var (or secret) as a string, `None` when unset or empty.

@@ -4,17 +4,24 @@
 //! Each cron run takes at most one lease, through the same statements the local fixer's
 //! `POST /api/runs/lease` uses, so "one agent at a time" holds for every mode (the partial unique
 //! index on leased/fixing runs). Then:
-//! - `webhook`: POSTs `{version, run_id, lease_id, lease_expires_at, api_hint, task}` to
-//!   `SELFHEAL_WEBHOOK_URL`, signed (see [`selfheal::handover`]); the receiver reports back with
-//!   the lease id on the agent-runner's `/api/runs/{id}/result`;
+//! - `webhook`: POSTs `{version, run_id, lease_id, lease_expires_at, run_token, result_path,
+//!   heartbeat_path, task}` to `SELFHEAL_WEBHOOK_URL`, signed (see [`selfheal::handover`]); the
+//!   receiver reports back with `Authorization: Bearer <run_token>` and the lease id on the
+//!   agent-runner's `/api/runs/{id}/heartbeat` and `/result`. The run token is minted here (32
+//!   bytes of `crypto.getRandomValues`), stored only as its SHA-256 in the lease's own batch, and
+//!   can report that run only ([`selfheal::security`]): the hosted agent never holds the API token;
 //! - `copilot`: assigns the run's GitHub issue to the Copilot coding agent (needs the GitHub
-//!   tracker, so the issue exists); Copilot opens its own draft PR on the issue.
+//!   tracker, so the issue exists); Copilot opens its own draft PR on the issue and reports
+//!   through GitHub, never through the agent-runner's API, so it gets no token at all (a token
+//!   placed in an issue or its instructions would be readable by everyone who can read the issue).
 //!
 //! A 2xx marks the run `fixing`; anything else leaves it `leased` until the lease expires and the
 //! run is `ready` again.
 
 use selfheal::github::{self, Outcome};
 use selfheal::handover::{Handover, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use selfheal::security::mint_run_token;
+use selfheal::storage::run_tokens::lease_with_token;
 use selfheal::store::{self, LEASE_READBACK_INDEX, LeasedRun};
 use selfheal::workers::{self, GlueError};
 use serde_json::json;
@@ -56,11 +63,16 @@ pub async fn step(
     };
     let now = workers::now_ms();
     let lease_id = workers::random_uuid()?;
-    let results = workers::batch(
-        db,
-        &store::lease_statements(&lease_id, owner, now, ttl_ms(env)),
-    )
-    .await?;
+    // Webhook: the run's token is minted with the lease, in the same batch (never one without the other).
+    let minted = match &mode {
+        Handover::Webhook { .. } => Some(mint_run_token(&workers::random_bytes32()?)),
+        _ => None,
+    };
+    let stmts = match &minted {
+        Some(m) => lease_with_token(&lease_id, owner, now, ttl_ms(env), &m.hash),
+        None => store::lease_statements(&lease_id, owner, now, ttl_ms(env)),
+    };
+    let results = workers::batch(db, &stmts).await?;
     let Some(run) = results
         .get(LEASE_READBACK_INDEX)
         .map(workers::rows::<LeasedRun>)
@@ -76,7 +88,9 @@ pub async fn step(
                 "run_id": run.run_id,
                 "lease_id": run.lease_id,
                 "lease_expires_at": run.lease_expires_at,
+                "run_token": minted.as_ref().map(|m| m.token.as_str()),
                 "result_path": format!("/api/runs/{}/result", run.run_id),
+                "heartbeat_path": format!("/api/runs/{}/heartbeat", run.run_id),
                 "task": serde_json::from_str::<serde_json::Value>(&run.task).unwrap_or_default(),
             })
             .to_string();
@@ -103,7 +117,8 @@ pub async fn step(
             (Some(repo), Some(number)) => {
                 let req =
                     github::assign_copilot(repo, u64::try_from(number).unwrap_or(0), base_branch);
-                let (status, headers, body) = crate::tracker::send_once(&req).await;
+                let (status, headers, body) =
+                    crate::tracker::send_once(&req, crate::tracker::timeout_ms(env)).await;
                 let resp = github::Response {
                     status,
                     headers: &headers,

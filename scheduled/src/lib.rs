@@ -25,7 +25,8 @@ use worker::{
     event,
 };
 
-/// Grace before an unsent job counts as lost (a concurrent run may still be sending it), ms.
+/// Grace before an unsent job counts as lost (a concurrent run may still be sending it), ms;
+/// `SELFHEAL_UNQUEUED_GRACE_MS` overrides it (the fault test uses a few seconds).
 const UNQUEUED_GRACE_MS: i64 = 120_000;
 /// How long occurrence keys are kept for redelivery detection, ms (7 days).
 const OCCURRENCE_RETENTION_MS: i64 = 7 * 86_400_000;
@@ -106,7 +107,12 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
         &[
             sql_with(
                 SELECT_UNQUEUED_TICKETS,
-                vec![(now - UNQUEUED_GRACE_MS).into()],
+                vec![
+                    (now - workers::var(env, "SELFHEAL_UNQUEUED_GRACE_MS")
+                        .and_then(|v| v.trim().parse::<i64>().ok())
+                        .unwrap_or(UNQUEUED_GRACE_MS))
+                    .into(),
+                ],
             ),
             sql_with(SELECT_DEFERRED_DUE, vec![utc_day(now).into()]),
             sql_with(
@@ -133,12 +139,16 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
         }
     };
     if let Some(repo) = &repo {
-        report.mirror = Some(tracker::mirror(&db, repo).await?);
+        report.mirror = Some(tracker::mirror(&db, repo, tracker::timeout_ms(env)).await?);
     }
     // Hosted agents (webhook, copilot): at most one lease per run, one agent at a time.
     match handover::step(env, &db, repo.as_ref()).await {
         Ok(run) => report.handed_over = run,
         Err(e) => console_error!("selfheal cron: handover: {e}"),
+    }
+    // Every table's retention rule (selfheal::storage::retention), one batch.
+    if let Err(e) = workers::batch(&db, &selfheal::storage::retention::statements(now)).await {
+        console_error!("selfheal cron: retention: {e}");
     }
     Ok(report)
 }

@@ -8,12 +8,16 @@
 //!    ones.
 //!
 //! Writes are paced ([`WritePacer`]); a retry that asks for ≤ [`MAX_INLINE_WAIT_SECS`] is waited
-//! out here, a longer one ends the mirror step and the next cron run (5 minutes later) goes on
-//! where this one stopped — nothing is lost, because D1 says what is still to do.
+//! out here, a longer one ends the mirror step, is kept as a hold (`tracker_holds`: no cron run
+//! sends anything before GitHub's `retry-after` / `x-ratelimit-reset`), and a later run goes on
+//! where this one stopped — nothing is lost, because D1 says what is still to do. A write whose
+//! response was lost (timeout, 5xx) is looked up before it is sent again (the issue's marker, the
+//! comment's last-line marker), so it never lands twice.
 
 use std::time::Duration;
 
 use selfheal::github::{self, IssueRef, Outcome, Repo, Request as GhRequest, WritePacer};
+use selfheal::storage::holds::{HoldRow, SELECT_HOLD, hold};
 use selfheal::store::{
     self, SELECT_TRACKER_CHANGES, SELECT_UNMIRRORED_TICKETS, TrackerChange, UnmirroredTicket,
 };
@@ -27,8 +31,10 @@ const MAX_MIRRORS_PER_RUN: i64 = 20;
 const MAX_CHANGES_PER_RUN: i64 = 40;
 /// Longest wait for a retry inside one run, seconds.
 const MAX_INLINE_WAIT_SECS: u64 = 10;
-/// Timeout of one request, ms.
+/// Timeout of one request, ms (`SELFHEAL_GITHUB_TIMEOUT_MS` overrides it).
 const REQUEST_TIMEOUT_MS: u32 = 10_000;
+/// This tracker's key in `tracker_holds`.
+const TRACKER: &str = "github";
 
 /// What the mirror step did (logged).
 #[derive(Debug, Default)]
@@ -64,15 +70,51 @@ pub fn from_env(env: &worker::Env) -> Result<Option<Repo>, GlueError> {
 }
 
 /// Sends requests with pacing and the shared retry rules.
-struct Client {
+struct Client<'a> {
     pacer: WritePacer,
+    repo: &'a Repo,
+    timeout_ms: u32,
 }
 
-/// A request that did not succeed: `Retry` too long to wait here, or `Fail`.
-struct Stop(String);
+/// A request that did not succeed: `Retry` too long to wait here (with the time GitHub asked
+/// for, kept as a hold), or `Fail`.
+struct Stop {
+    why: String,
+    /// No request before this time, ms since the epoch.
+    hold_until_ms: Option<i64>,
+}
 
-/// Sends one request (10 s timeout): status (0 when no response), headers, body.
-pub async fn send_once(req: &GhRequest) -> (u16, Vec<(String, String)>, String) {
+impl Stop {
+    fn new(why: String) -> Stop {
+        Stop {
+            why,
+            hold_until_ms: None,
+        }
+    }
+}
+
+/// How to tell whether a write whose response was lost ([`github::maybe_applied`]) landed anyway.
+enum Landed<'a> {
+    /// A lookup: safe to re-send as is.
+    Idempotent,
+    /// An issue carrying this fingerprint's marker.
+    Issue(&'a str),
+    /// A comment on issue `.0` whose last line is the marker `.1`.
+    Comment(u64, &'a str),
+}
+
+/// What one send gave.
+enum Sent {
+    Done(String),
+    /// Wait this long, then send again; `maybe_applied`: the write may have landed.
+    Again {
+        after_secs: u64,
+        maybe_applied: bool,
+    },
+}
+
+/// Sends one request (`timeout_ms` each): status (0 when no response), headers, body.
+pub async fn send_once(req: &GhRequest, timeout_ms: u32) -> (u16, Vec<(String, String)>, String) {
     let headers = Headers::new();
     for (k, v) in &req.headers {
         if headers.set(k, v).is_err() {
@@ -92,7 +134,7 @@ pub async fn send_once(req: &GhRequest) -> (u16, Vec<(String, String)>, String) 
     let Ok(request) = worker::Request::new_with_init(&req.url, &init) else {
         return (0, Vec::new(), "invalid request".into());
     };
-    let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(REQUEST_TIMEOUT_MS));
+    let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(timeout_ms));
     match Fetch::Request(request).send_with_signal(&signal).await {
         Ok(mut resp) => {
             let status = resp.status_code();
@@ -104,48 +146,120 @@ pub async fn send_once(req: &GhRequest) -> (u16, Vec<(String, String)>, String) 
     }
 }
 
-impl Client {
-    /// Sends `req` until it succeeds (its body), or returns why not.
-    async fn call(&mut self, req: &GhRequest) -> Result<String, Stop> {
-        for attempt in 1.. {
-            if req.is_write() {
-                let wait = self.pacer.delay_ms(now_ms());
-                if wait > 0 {
-                    Delay::from(Duration::from_millis(wait)).await;
-                }
-                self.pacer.record(now_ms());
+/// The request timeout, ms: `SELFHEAL_GITHUB_TIMEOUT_MS` (1 000–30 000), default 10 000.
+pub fn timeout_ms(env: &worker::Env) -> u32 {
+    workers::var(env, "SELFHEAL_GITHUB_TIMEOUT_MS")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(REQUEST_TIMEOUT_MS, |v| v.clamp(1_000, 30_000))
+}
+
+impl Client<'_> {
+    /// One paced send of try number `attempt`, classified.
+    async fn send(&mut self, req: &GhRequest, attempt: u32) -> Result<Sent, Stop> {
+        if req.is_write() {
+            let wait = self.pacer.delay_ms(now_ms());
+            if wait > 0 {
+                Delay::from(Duration::from_millis(wait)).await;
             }
-            let (status, headers, body) = send_once(req).await;
-            let resp = github::Response {
-                status,
-                headers: &headers,
-                body: &body,
-            };
-            match github::classify(&resp, attempt, now_ms() / 1000) {
-                Outcome::Success => return Ok(body),
-                Outcome::Retry { after_secs, reason } if after_secs <= MAX_INLINE_WAIT_SECS => {
-                    console_log!(
-                        "selfheal tracker: {} {}: {reason}; retrying",
-                        req.method,
-                        req.url
-                    );
+            self.pacer.record(now_ms());
+        }
+        let (status, headers, body) = send_once(req, self.timeout_ms).await;
+        let resp = github::Response {
+            status,
+            headers: &headers,
+            body: &body,
+        };
+        let now_secs = now_ms() / 1000;
+        match github::classify(&resp, attempt, now_secs) {
+            Outcome::Success => Ok(Sent::Done(body)),
+            Outcome::Retry { after_secs, reason } if after_secs <= MAX_INLINE_WAIT_SECS => {
+                console_log!(
+                    "selfheal tracker: {} {}: {reason}; retrying in {after_secs} s",
+                    req.method,
+                    req.url
+                );
+                Ok(Sent::Again {
+                    after_secs,
+                    maybe_applied: req.is_write() && github::maybe_applied(status),
+                })
+            }
+            Outcome::Retry { reason, .. } | Outcome::Fail { reason } => {
+                // A wait GitHub asked for that this run cannot spend: no later run calls earlier.
+                let hold_until_ms = github::asked_wait(&resp, now_secs)
+                    .filter(|(w, _)| *w > MAX_INLINE_WAIT_SECS)
+                    .map(|(w, _)| {
+                        i64::try_from(now_secs.saturating_add(w).saturating_mul(1000))
+                            .unwrap_or(i64::MAX)
+                    });
+                Err(Stop {
+                    why: format!("{} {}: {reason}", req.method, req.url),
+                    hold_until_ms,
+                })
+            }
+        }
+    }
+
+    /// Sends a lookup until it succeeds (its body), or returns why not.
+    async fn get(&mut self, req: &GhRequest) -> Result<String, Stop> {
+        for attempt in 1..=github::MAX_ATTEMPTS {
+            match self.send(req, attempt).await? {
+                Sent::Done(body) => return Ok(body),
+                Sent::Again { after_secs, .. } => {
                     Delay::from(Duration::from_secs(after_secs)).await;
-                }
-                Outcome::Retry { reason, .. } | Outcome::Fail { reason } => {
-                    return Err(Stop(format!("{} {}: {reason}", req.method, req.url)));
                 }
             }
         }
-        Err(Stop("unreachable".into()))
+        Err(Stop::new(format!("{} {}: gave up", req.method, req.url)))
+    }
+
+    /// Sends `req` until it succeeds (its body, or the body of what the lookup found), within
+    /// GitHub's limits. A write that may have landed is looked up (`landed`) before it is sent
+    /// again, so a lost response never makes a duplicate issue or comment.
+    async fn call(&mut self, req: &GhRequest, landed: Landed<'_>) -> Result<String, Stop> {
+        for attempt in 1..=github::MAX_ATTEMPTS {
+            match self.send(req, attempt).await? {
+                Sent::Done(body) => return Ok(body),
+                Sent::Again {
+                    after_secs,
+                    maybe_applied,
+                } => {
+                    Delay::from(Duration::from_secs(after_secs)).await;
+                    if maybe_applied && let Some(found) = self.landed(&landed).await? {
+                        console_log!(
+                            "selfheal tracker: {} {} had landed; not sent again",
+                            req.method,
+                            req.url
+                        );
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Err(Stop::new(format!("{} {}: gave up", req.method, req.url)))
+    }
+
+    /// What a lost write left behind, if anything (see [`Landed`]).
+    async fn landed(&mut self, landed: &Landed<'_>) -> Result<Option<String>, Stop> {
+        match landed {
+            Landed::Idempotent => Ok(None),
+            Landed::Issue(fingerprint) => Ok(self
+                .find(fingerprint)
+                .await?
+                .and_then(|i| serde_json::to_string(&i).ok())),
+            Landed::Comment(number, marker) => {
+                let list = self.get(&github::list_comments(self.repo, *number)).await?;
+                Ok(github::has_marked_comment(&list, marker).then(|| "{}".to_string()))
+            }
+        }
     }
 
     /// The issue carrying the ticket's marker, if one exists (search, then the newest list).
-    async fn find(&mut self, repo: &Repo, fingerprint: &str) -> Result<Option<IssueRef>, Stop> {
+    async fn find(&mut self, fingerprint: &str) -> Result<Option<IssueRef>, Stop> {
         for req in [
-            github::search_marker(repo, fingerprint),
-            github::recent_issues(repo),
+            github::search_marker(self.repo, fingerprint),
+            github::recent_issues(self.repo),
         ] {
-            let body = self.call(&req).await?;
+            let body = self.get(&req).await?;
             if let Some(found) = github::find_marked(&body, fingerprint) {
                 return Ok(Some(found));
             }
@@ -158,22 +272,58 @@ fn now_ms() -> u64 {
     u64::try_from(workers::now_ms()).unwrap_or(0)
 }
 
-/// One mirror step (see the module doc).
+/// One mirror step (see the module doc). Nothing is sent while a hold GitHub asked for is in
+/// force (`tracker_holds`); a wait this run cannot spend is stored as a hold.
 ///
 /// Errors: D1 failures only; tracker failures end the step and are reported in
 /// [`MirrorReport::stopped`].
-pub async fn mirror(db: &worker::D1Database, repo: &Repo) -> Result<MirrorReport, GlueError> {
-    let mut report = MirrorReport::default();
+pub async fn mirror(
+    db: &worker::D1Database,
+    repo: &Repo,
+    timeout_ms: u32,
+) -> Result<MirrorReport, GlueError> {
+    let now = workers::now_ms();
+    let held: Vec<HoldRow> =
+        workers::query(db, &sql_with(SELECT_HOLD, vec![TRACKER.into(), now.into()])).await?;
+    if let Some(h) = held.first() {
+        return Ok(MirrorReport {
+            stopped: Some(format!(
+                "held for {} s more: {}",
+                (h.until_ms - now + 999) / 1000,
+                h.reason
+            )),
+            ..MirrorReport::default()
+        });
+    }
     let mut client = Client {
         pacer: WritePacer::default(),
+        repo,
+        timeout_ms,
     };
+    let mut report = MirrorReport::default();
+    if let Err(stop) = mirror_with(db, &mut client, &mut report).await? {
+        if let Some(until) = stop.hold_until_ms {
+            workers::batch(db, &[hold(TRACKER, until, &stop.why, now)]).await?;
+        }
+        report.stopped = Some(stop.why);
+    }
+    Ok(report)
+}
+
+/// The mirror's work; `Ok(Err(stop))` when the tracker ended it.
+async fn mirror_with(
+    db: &worker::D1Database,
+    client: &mut Client<'_>,
+    report: &mut MirrorReport,
+) -> Result<Result<(), Stop>, GlueError> {
+    let repo = client.repo;
     let tickets: Vec<UnmirroredTicket> = workers::query(
         db,
         &sql_with(SELECT_UNMIRRORED_TICKETS, vec![MAX_MIRRORS_PER_RUN.into()]),
     )
     .await?;
     for t in &tickets {
-        let issue = match client.find(repo, &t.fingerprint).await {
+        let issue = match client.find(&t.fingerprint).await {
             Ok(Some(found)) => {
                 report.found += 1;
                 found
@@ -182,27 +332,20 @@ pub async fn mirror(db: &worker::D1Database, repo: &Repo) -> Result<MirrorReport
                 let body = ticket::with_marker(&t.fingerprint, &t.body);
                 let labels = ticket::labels(&t.status_class, &t.exception_type, t.occurrence_count);
                 let req = github::create_issue(repo, &t.title, &body, &labels);
-                match client.call(&req).await {
+                match client.call(&req, Landed::Issue(&t.fingerprint)).await {
                     Ok(created) => match github::parse_created(&created) {
                         Some(issue) => {
                             report.created += 1;
                             issue
                         }
                         None => {
-                            report.stopped = Some("create issue: unexpected response".into());
-                            return Ok(report);
+                            return Ok(Err(Stop::new("create issue: unexpected response".into())));
                         }
                     },
-                    Err(Stop(why)) => {
-                        report.stopped = Some(why);
-                        return Ok(report);
-                    }
+                    Err(stop) => return Ok(Err(stop)),
                 }
             }
-            Err(Stop(why)) => {
-                report.stopped = Some(why);
-                return Ok(report);
-            }
+            Err(stop) => return Ok(Err(stop)),
         };
         let number = i64::try_from(issue.number).unwrap_or(i64::MAX);
         workers::batch(
@@ -224,31 +367,31 @@ pub async fn mirror(db: &worker::D1Database, repo: &Repo) -> Result<MirrorReport
     .await?;
     for c in &changes {
         let number = u64::try_from(c.external_number).unwrap_or(0);
-        let (req, record) = match (c.kind.as_str(), c.run_id) {
-            ("run", Some(run_id)) => (
-                github::comment(
-                    repo,
-                    number,
-                    &ticket::run_comment(
-                        run_id,
-                        &c.state,
-                        c.detail.as_deref(),
-                        c.pr_url.as_deref(),
-                    ),
-                ),
-                store::mark_notified(run_id, &c.state),
-            ),
+        let marker;
+        let (req, record, landed) = match (c.kind.as_str(), c.run_id) {
+            ("run", Some(run_id)) => {
+                marker = github::comment_marker(run_id, &c.state);
+                let text = format!(
+                    "{}\n{marker}\n",
+                    ticket::run_comment(run_id, &c.state, c.detail.as_deref(), c.pr_url.as_deref(),)
+                );
+                (
+                    github::comment(repo, number, &text),
+                    store::mark_notified(run_id, &c.state),
+                    Landed::Comment(number, &marker),
+                )
+            }
             _ => (
                 github::set_open(repo, number, c.state == "open"),
                 store::record_external_state(c.ticket_id, &c.state, workers::now_ms()),
+                Landed::Idempotent,
             ),
         };
-        if let Err(Stop(why)) = client.call(&req).await {
-            report.stopped = Some(why);
-            return Ok(report);
+        if let Err(stop) = client.call(&req, landed).await {
+            return Ok(Err(stop));
         }
         workers::batch(db, &[record]).await?;
         report.changes += 1;
     }
-    Ok(report)
+    Ok(Ok(()))
 }

@@ -8,8 +8,11 @@
 //    violations when missing or different, so a test can assert there were none),
 //  - JSON bodies of the documented shape (else 422 "Validation Failed").
 // Every response carries the x-ratelimit-* headers. `failNext()` queues documented error responses
-// (primary/secondary rate limits, 5xx) for matching requests, and `searchLagMs` makes search miss
-// recent issues, as GitHub's search index lags writes.
+// (primary/secondary rate limits, 5xx) for matching requests, a response held past the client's
+// timeout (`{ hangMs }`: nothing done) or a request that is applied but whose response is lost
+// (`{ process: true, delayMs }`: GitHub committed the write, the client never hears it), and
+// `searchLagMs` makes search miss recent issues, as GitHub's search index lags writes. Each
+// recorded request has its arrival time (`at`, ms) and the status it was answered with.
 //
 // References: https://docs.github.com/en/rest/issues/issues, /rest/search/search,
 // /rest/issues/comments, /rest/issues/assignees, /rest/pulls/pulls,
@@ -18,6 +21,14 @@
 import { createServer } from "node:http";
 
 export const API_VERSION = "2022-11-28";
+
+/** The cron Worker's vars that point its GitHub tracker at a running stub. */
+export const trackerVars = (gh, token, repo) => ({
+  SELFHEAL_TRACKER: "github",
+  SELFHEAL_GITHUB_API: gh.url,
+  SELFHEAL_GITHUB_REPO: repo,
+  SELFHEAL_GITHUB_TOKEN: token,
+});
 
 /**
  * Starts the stand-in on a free loopback port.
@@ -55,10 +66,27 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
     const raw = Buffer.concat(chunks).toString("utf8");
     const url = new URL(req.url, "http://stub");
     const path = url.pathname;
-    const entry = { method: req.method, path, query: Object.fromEntries(url.searchParams), headers: req.headers, body: null };
+    const entry = { method: req.method, path, query: Object.fromEntries(url.searchParams), headers: req.headers, body: null, at: Date.now() };
     requests.push(entry);
+    let delayMs = 0; // > 0: the response is held that long (the client has given up by then)
 
     const send = (status, body, extraHeaders = {}) => {
+      entry.status = status;
+      entry.retryAfter = extraHeaders["retry-after"];
+      entry.rateLimitReset = extraHeaders["x-ratelimit-remaining"] === "0" ? extraHeaders["x-ratelimit-reset"] : undefined;
+      if (delayMs > 0) {
+        const held = delayMs;
+        delayMs = 0;
+        entry.lostResponse = true;
+        setTimeout(() => {
+          try {
+            send(status, body, extraHeaders);
+          } catch {
+            // the client closed the connection: the response is lost, as intended
+          }
+        }, held);
+        return;
+      }
       res.writeHead(status, {
         "content-type": "application/json; charset=utf-8",
         "x-ratelimit-limit": "5000",
@@ -92,7 +120,13 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
     const queued = failures.find((f) => f.times > 0 && f.match.method === req.method && f.match.path.test(path));
     if (queued) {
       queued.times -= 1;
-      return send(queued.response.status, queued.response.body ?? { message: "injected" }, queued.response.headers ?? {});
+      entry.injected = true;
+      if (queued.response.process) {
+        delayMs = queued.response.delayMs ?? 15_000; // applied below, answered too late
+      } else {
+        if (queued.response.hangMs) delayMs = queued.response.hangMs;
+        return send(queued.response.status ?? 504, queued.response.body ?? { message: "injected" }, queued.response.headers ?? {});
+      }
     }
 
     const invalid = (field) => send(422, { message: "Validation Failed", errors: [{ resource: "Issue", field, code: "invalid" }] });
@@ -135,6 +169,10 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
     if ((m = new RegExp(`^${repoPrefix}/issues/(\\d+)(/comments|/assignees)?$`).exec(path))) {
       const issue = issues.find((i) => i.number === Number(m[1]));
       if (!issue) return send(404, { message: "Not Found" });
+      if (req.method === "GET" && m[2] === "/comments") {
+        const list = comments.filter((c) => c.issue_number === issue.number);
+        return send(200, list.slice(0, Number(url.searchParams.get("per_page") ?? 30)));
+      }
       if (req.method === "POST" && m[2] === "/comments") {
         if (typeof body?.body !== "string" || !body.body) return invalid("body");
         const c = { id: nextCommentId++, issue_number: issue.number, body: body.body, created_at: new Date().toISOString() };
@@ -190,7 +228,11 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
     pulls,
     requests,
     violations,
-    /** Queues `response` ({status, headers, body}) for the next `times` requests matching {method, path: RegExp}. */
+    /**
+     * Queues `response` for the next `times` requests matching {method, path: RegExp}:
+     * {status, headers, body} answers at once; {status, hangMs} answers only after hangMs (nothing
+     * done); {process: true, delayMs} does the request and answers only after delayMs.
+     */
     failNext(match, response, times = 1) {
       failures.push({ match, response, times });
     },

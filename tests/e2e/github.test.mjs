@@ -9,7 +9,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT, d1, ingestedItems, startStack, until } from "../../scripts/lib/stack.mjs";
 import { drive } from "../../scripts/lib/demo.mjs";
-import { API_VERSION, startGithubStub } from "./github-stub.mjs";
+import { API_VERSION, startGithubStub, trackerVars } from "./github-stub.mjs";
 
 const stateDir = join(ROOT, `.selfheal/e2e-github-${process.pid}`);
 const TOKEN = "gh-test-token-not-a-secret";
@@ -35,10 +35,7 @@ describe("GitHub Issues as the tracker", { timeout: 300_000 }, () => {
     stack = await startStack({
       stateDir,
       scheduledVars: {
-        SELFHEAL_TRACKER: "github",
-        SELFHEAL_GITHUB_API: gh.url,
-        SELFHEAL_GITHUB_REPO: REPO,
-        SELFHEAL_GITHUB_TOKEN: TOKEN,
+        ...trackerVars(gh, TOKEN, REPO),
       },
     });
     const start = await ingestedItems(stack);
