@@ -23,6 +23,7 @@ pub mod signal;
 pub mod sqlite;
 pub mod stack;
 pub mod store;
+pub mod text;
 pub mod ticket;
 pub mod trace;
 
