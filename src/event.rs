@@ -175,7 +175,16 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
     let request_summary = match request {
         Some(r) => {
             let headers = scrub::scrub_headers(&r.headers, "request.headers", &mut remarks);
-            let cf = r.cf.as_ref().map(scrub::scrub_cf).unwrap_or_default();
+            let cf =
+                r.cf.as_ref()
+                    .map(|cf| {
+                        scrub::cf_location(|k| match k {
+                            "colo" => cf.colo.as_deref(),
+                            "country" => cf.country.as_deref(),
+                            _ => cf.continent.as_deref(),
+                        })
+                    })
+                    .unwrap_or_default();
             json!({ "method": method, "url": url, "headers": headers, "cf": cf })
         }
         None => Value::Null,
@@ -514,10 +523,9 @@ fn scrub_with(s: Scrubbed, field: &str, remarks: &mut Vec<FieldRemark>) -> Strin
     s.text
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    &s[..s.floor_char_boundary(max)]
-}
+/// Re-exported from [`crate::text`] (where it moved so that the stages below `event` need not
+/// import it from here); kept so that `event::truncate` paths still compile.
+pub use crate::text::truncate;
 
 /// Cuts `text`, the stored value of `field`, to at most `max` bytes with a visible end: the
 /// kept prefix, then [`TRUNCATION_MARKER`] covered by an `@truncate` remark. The cut never

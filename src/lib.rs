@@ -26,6 +26,7 @@ pub mod sqlite;
 pub mod stack;
 pub mod storage;
 pub mod store;
+pub mod text;
 pub mod ticket;
 pub mod trace;
 pub mod tracking;

@@ -24,7 +24,7 @@ pub const MAX_SEGMENTS: usize = 32;
 
 /// URL or bare path → route pattern (see the module docs).
 pub fn route_pattern(url: &str) -> String {
-    let url = crate::event::truncate(url, MAX_URL_BYTES).trim();
+    let url = crate::text::truncate(url, MAX_URL_BYTES).trim();
     let path = path_of(url);
     let mut out = String::with_capacity(path.len().min(256) + 1);
     for seg in path.split('/').filter(|s| !s.is_empty()).take(MAX_SEGMENTS) {

@@ -342,7 +342,7 @@ pub fn top_in_app_frame(frames: &[Frame]) -> Option<&Frame> {
 /// it (console_error_panic_hook) while the wasm stack of the exception often holds only library
 /// frames; this frame is then the panic's in-app location.
 pub fn panic_location(text: &str) -> Option<Frame> {
-    let text = crate::event::truncate(text, 64 * 1024);
+    let text = crate::text::truncate(text, 64 * 1024);
     let start = text.find("panicked at ")? + "panicked at ".len();
     let rest = text.get(start..)?;
     let first_line = rest.lines().next().unwrap_or("");

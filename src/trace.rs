@@ -89,8 +89,86 @@ pub struct TraceRequest {
     /// Header name → value.
     #[serde(deserialize_with = "null_as_default")]
     pub headers: serde_json::Map<String, Value>,
-    /// Cloudflare request properties (colo, country, …; locally a fixed placeholder).
-    pub cf: Option<serde_json::Map<String, Value>>,
+    /// Cloudflare request properties: only the coarse location is read ([`TraceCf`]); the other
+    /// thirty-odd properties (TLS, bot management, city, coordinates, …), two thirds of a
+    /// TraceItem's bytes, are skipped without being built.
+    pub cf: Option<TraceCf>,
+}
+
+/// The part of `event.request.cf` the pipeline keeps (Cloudflare docs,
+/// `IncomingRequestCfProperties`): string values only; a property of another type reads as
+/// absent (as the whole-map reading before it did), never makes the item malformed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TraceCf {
+    /// IATA code of the data center (`DFW`).
+    #[serde(deserialize_with = "string_or_none")]
+    pub colo: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the client (`US`).
+    #[serde(deserialize_with = "string_or_none")]
+    pub country: Option<String>,
+    /// Continent code (`NA`).
+    #[serde(deserialize_with = "string_or_none")]
+    pub continent: Option<String>,
+}
+
+/// A string value as `Some`, any other JSON value (skipped without building it) as `None`.
+fn string_or_none<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// `event.response` of a fetch trace.
@@ -203,7 +281,8 @@ impl std::error::Error for BatchError {}
 
 /// Parses `JSON.stringify(events)` of a tail invocation.
 ///
-/// Input: a JSON array of TraceItems. Each element is parsed on its own, so an element of the wrong
+/// Input: a JSON array of TraceItems. The whole array is read in one pass first; when that
+/// fails, each element is parsed on its own, so an element of the wrong
 /// shape (say `"logs": 5`) lands in [`ParsedBatch::malformed`] and the others are kept. So does an
 /// element nested deeper than serde_json's recursion limit (128): the array is split with
 /// [`RawValue`], which skips over elements without a depth limit, so only that element fails.
@@ -212,6 +291,14 @@ impl std::error::Error for BatchError {}
 ///
 /// Errors: [`BatchError`] only when the text is not a JSON array.
 pub fn parse_batch(json: &str) -> Result<ParsedBatch, BatchError> {
+    // The common case, a batch whose every item is well formed, in one pass over the text; only
+    // a batch that fails goes through the split below (every item parsed on its own).
+    if let Ok(items) = serde_json::from_str::<Vec<TraceItem>>(json) {
+        return Ok(ParsedBatch {
+            items: items.into_iter().enumerate().collect(),
+            malformed: Vec::new(),
+        });
+    }
     let raw: Vec<&RawValue> = serde_json::from_str(json).map_err(|e| BatchError(e.to_string()))?;
     let mut out = ParsedBatch::default();
     for (index, item) in raw.into_iter().enumerate() {
@@ -324,6 +411,44 @@ mod tests {
             1
         );
         assert_eq!(replace_lone_surrogates(r#"{"a":"\u0041\n"}"#), None);
+    }
+
+    #[test]
+    fn cf_keeps_location_strings_and_skips_the_rest() {
+        let batch = r#"[{"event":{"request":{"url":"/","cf":{"colo":5,"country":"US","continent":"NA",
+            "tlsClientAuth":{"certPresented":"0"},"botManagement":{"score":99,"detectionIds":[1,[2]]}}}}},
+            {"event":{"request":{"url":"/","cf":{"colo":["x"],"country":{"a":null}}}}}]"#;
+        let parsed = parse_batch(batch).expect("array");
+        assert!(parsed.malformed.is_empty(), "{:?}", parsed.malformed);
+        let cf = |i: usize| parsed.items[i].1.request().and_then(|r| r.cf.clone());
+        let first = cf(0).expect("cf");
+        assert_eq!(first.colo, None, "a number reads as absent");
+        assert_eq!(first.country.as_deref(), Some("US"));
+        assert_eq!(first.continent.as_deref(), Some("NA"));
+        let second = cf(1).expect("cf");
+        assert_eq!((second.colo, second.country), (None, None));
+        // cf of the wrong type is still a malformed item (as a map field was before)
+        assert_eq!(
+            parse_batch(r#"[{"event":{"request":{"cf":5}}}]"#)
+                .expect("array")
+                .malformed
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn whole_batch_and_split_reading_agree() {
+        let good = r#"[{"outcome":"ok"},{"outcome":"exception","exceptions":[{"name":"E"}]}]"#;
+        let parsed = parse_batch(good).expect("array");
+        let idx: Vec<usize> = parsed.items.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, vec![0, 1]);
+        // one bad item sends the batch through the split: the others keep their indices
+        let bad = r#"[{"outcome":"ok"},{"logs":"x"},{"outcome":"exception"}]"#;
+        let parsed = parse_batch(bad).expect("array");
+        let idx: Vec<usize> = parsed.items.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, vec![0, 2]);
+        assert_eq!(parsed.malformed[0].index, 1);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub mod validate;
 pub use engine::{compile_rules, gated_rules, scrub_spans};
 pub use structured::{
     HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, QUERY_SENSITIVE_KEYS, benign_query_value,
-    scrub_cf, scrub_headers, scrub_json, scrub_url,
+    cf_location, scrub_cf, scrub_headers, scrub_json, scrub_url,
 };
 pub use validate::{KeyClass, classify_key};
 
@@ -203,8 +203,79 @@ pub(crate) fn bound(input: &str) -> (&str, bool) {
     (input.get(..cut).unwrap_or(""), true)
 }
 
+/// Texts of at most this many bytes are remembered by [`scrub_text`] (see [`memo_stats`]).
+pub const MEMO_MAX_TEXT_BYTES: usize = 4096;
+
+/// What the memo of [`scrub_text`] may hold: input plus output bytes (and a fixed 64 per entry
+/// and 48 per remark) of every entry. Reaching it empties the memo.
+pub const MEMO_BUDGET_BYTES: usize = 512 * 1024;
+
+/// The memo of one thread (a Worker isolate has one): scrubbed text by input text.
+#[derive(Default)]
+struct Memo {
+    map: std::collections::HashMap<Box<str>, Scrubbed>,
+    bytes: usize,
+    lookups: u64,
+    hits: u64,
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::default());
+}
+
+/// `(hits, lookups)` of this thread's [`scrub_text`] memo since the thread started: how many
+/// texts were answered from it, of those that could be (at most [`MEMO_MAX_TEXT_BYTES`]).
+/// For the benches' reports.
+pub fn memo_stats() -> (u64, u64) {
+    MEMO.try_with(|m| m.try_borrow().map_or((0, 0), |m| (m.hits, m.lookups)))
+        .unwrap_or((0, 0))
+}
+
 /// Scrubs free text (exception messages, stack traces, log lines).
+///
+/// Each distinct text is scrubbed once per thread: the result (a pure function of the text) is
+/// remembered for texts up to [`MEMO_MAX_TEXT_BYTES`], within [`MEMO_BUDGET_BYTES`]. The same
+/// header values, hosts, URL paths, log lines and error messages recur across the TraceItems an
+/// isolate sees and across the fields of one item (a logged error and the exception).
 pub fn scrub_text(input: &str) -> Scrubbed {
+    // a short run of letters is answered faster by the engine's own check than by a lookup
+    if input.len() > MEMO_MAX_TEXT_BYTES
+        || (input.len() < 20 && input.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return scrub_uncached(input);
+    }
+    let hit = MEMO
+        .try_with(|m| {
+            let mut m = m.try_borrow_mut().ok()?;
+            m.lookups += 1;
+            let found = m.map.get(input).cloned();
+            if found.is_some() {
+                m.hits += 1;
+            }
+            found
+        })
+        .ok()
+        .flatten();
+    if let Some(hit) = hit {
+        return hit;
+    }
+    let out = scrub_uncached(input);
+    let _ = MEMO.try_with(|m| {
+        if let Ok(mut m) = m.try_borrow_mut() {
+            let cost = input.len() + out.text.len() + 64 + 48 * out.remarks.len();
+            if m.bytes + cost > MEMO_BUDGET_BYTES {
+                m.map.clear();
+                m.bytes = 0;
+            }
+            m.bytes += cost;
+            m.map.insert(input.into(), out.clone());
+        }
+    });
+    out
+}
+
+/// [`scrub_text`] without the memo.
+fn scrub_uncached(input: &str) -> Scrubbed {
     let (body, truncated) = bound(input);
     let mut out = engine::scrub_bounded(body);
     if truncated {
@@ -242,6 +313,21 @@ mod tests {
             assert_eq!(out.text, s, "remarks {:?}", out.remarks);
             assert!(out.is_clean());
         }
+    }
+
+    #[test]
+    fn memo_answers_repeats_with_the_same_result() {
+        let text = "login failed for memo-test@example.com, password=hunter2 (memo test)";
+        let first = scrub_text(text);
+        let (hits, lookups) = memo_stats();
+        let again = scrub_text(text);
+        assert_eq!(first, again);
+        assert_eq!(first, scrub_uncached(text));
+        assert_eq!(memo_stats(), (hits + 1, lookups + 1));
+        // texts past the limit are not remembered (nor counted)
+        let long = "x ".repeat(MEMO_MAX_TEXT_BYTES);
+        assert_eq!(scrub_text(&long), scrub_uncached(&long));
+        assert_eq!(memo_stats(), (hits + 1, lookups + 1));
     }
 
     #[test]

@@ -372,11 +372,14 @@ fn walk(value: &mut Value, field: &str, depth: usize, remarks: &mut Vec<FieldRem
     }
 }
 
+/// `name` (trimmed) is on [`HEADER_ALLOW_LIST`] or a client-hint / fetch-metadata header, ASCII
+/// case-insensitively (without a lower-cased copy: this runs twice per header of every event).
 fn header_allowed(name: &str) -> bool {
-    let n = name.trim().to_ascii_lowercase();
-    HEADER_ALLOW_LIST.contains(&n.as_str())
-        || n.starts_with("sec-ch-ua")
-        || n.starts_with("sec-fetch-")
+    let n = name.trim();
+    let has_prefix = |p: &str| n.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    HEADER_ALLOW_LIST.iter().any(|h| h.eq_ignore_ascii_case(n))
+        || has_prefix("sec-ch-ua")
+        || has_prefix("sec-fetch-")
 }
 
 /// Scrubs request headers: allow-listed headers ([`HEADER_ALLOW_LIST`]) keep their values
@@ -407,7 +410,7 @@ pub fn scrub_headers(
             out.insert(name.clone(), Value::String(HEADER_PLACEHOLDER.to_string()));
             continue;
         }
-        let lower = name.trim().to_ascii_lowercase();
+        let trimmed = name.trim();
         let scrubbed = match value {
             Value::String(s) if s == "REDACTED" => {
                 remarks.push(FieldRemark {
@@ -419,7 +422,9 @@ pub fn scrub_headers(
                 Value::String(HEADER_PLACEHOLDER.to_string())
             }
             Value::String(s) => {
-                let out = if lower == "referer" || lower == "origin" {
+                let out = if trimmed.eq_ignore_ascii_case("referer")
+                    || trimmed.eq_ignore_ascii_case("origin")
+                {
                     scrub_url(s)
                 } else {
                     scrub_text(s)
@@ -455,14 +460,22 @@ pub fn scrub_headers(
 /// `continent` (strings). City, region, postal code, coordinates, timezone, ASN, TLS client
 /// certificate, bot management... are dropped.
 pub fn scrub_cf(cf: &Map<String, Value>) -> Map<String, Value> {
+    cf_location(|k| cf.get(k).and_then(Value::as_str))
+}
+
+/// The `cf` summary [`scrub_cf`] keeps, from the three string properties `get` gives (by name:
+/// `colo`, `country`, `continent`), each cut to 16 chars; absent ones are left out. The tail
+/// pipeline reads only those three while parsing (`trace::TraceCf`) and calls this directly.
+pub fn cf_location<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Map<String, Value> {
     ["colo", "country", "continent"]
         .iter()
-        .filter_map(|k| match cf.get(*k) {
-            Some(Value::String(s)) => Some((
-                (*k).to_string(),
-                Value::String(s.chars().take(16).collect()),
-            )),
-            _ => None,
+        .filter_map(|k| {
+            get(k).map(|s| {
+                (
+                    (*k).to_string(),
+                    Value::String(s.chars().take(16).collect()),
+                )
+            })
         })
         .collect()
 }
