@@ -35,6 +35,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::{Components, FINGERPRINT_VERSION};
+use crate::normalize::normalize_message;
+use crate::scrub::scrub_text;
+
 /// What must be equal for two incidents to share a group. All strings as stored with the
 /// fingerprint's components (scrubbed, normalized).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,6 +326,88 @@ pub fn assign_groups(members: &[(BucketKey, String)], cfg: &MinerConfig) -> Vec<
         .collect()
 }
 
+/// One event as `selfheal group` reads it (one JSON object per line). Absent or `null` fields
+/// are empty strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GroupInput {
+    /// The error message as thrown or logged (scrubbed and normalized here, as the tail Worker
+    /// does before fingerprinting).
+    pub message: String,
+    /// Exception class.
+    #[serde(default)]
+    pub exception_type: Option<String>,
+    /// Worker name.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// Route pattern (`/users/:id`) or event kind.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Top in-app frame key, `function (file)`.
+    #[serde(default)]
+    pub top_frame: Option<String>,
+    /// Status class (`5xx`, `none`, …).
+    #[serde(default)]
+    pub status_class: Option<String>,
+}
+
+impl GroupInput {
+    /// Parses one JSON Lines line. Errors: not JSON, not an object, or no string `message`
+    /// (the message says which).
+    pub fn parse(line: &str) -> Result<Self, String> {
+        serde_json::from_str(line).map_err(|e| format!("invalid group input: {e}"))
+    }
+
+    /// The fingerprint's components of this event (message scrubbed, then normalized).
+    pub fn components(&self) -> Components {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        Components {
+            version: FINGERPRINT_VERSION,
+            script: s(&self.script),
+            route: s(&self.route),
+            exception_type: s(&self.exception_type),
+            message: normalize_message(&scrub_text(&self.message).text),
+            top_frame: s(&self.top_frame),
+            status_class: s(&self.status_class),
+        }
+    }
+}
+
+/// One output line of `selfheal group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grouped {
+    /// The group's key: the fingerprint of its first member in input order.
+    pub group: String,
+    /// This event's fingerprint ([`Components::fingerprint`]).
+    pub fingerprint: String,
+}
+
+/// Fingerprints and groups events, one [`Grouped`] per input in input order.
+pub fn group_events(inputs: &[GroupInput], cfg: &MinerConfig) -> Vec<Grouped> {
+    let comps: Vec<Components> = inputs.iter().map(GroupInput::components).collect();
+    let fps: Vec<String> = comps.iter().map(Components::fingerprint).collect();
+    let members: Vec<(BucketKey, String)> = comps
+        .into_iter()
+        .map(|c| {
+            let key = BucketKey::new(
+                &c.script,
+                &c.exception_type,
+                &c.top_frame,
+                &c.route,
+                &c.status_class,
+            );
+            (key, c.message)
+        })
+        .collect();
+    assign_groups(&members, cfg)
+        .into_iter()
+        .zip(&fps)
+        .map(|(g, fp)| Grouped {
+            group: fps.get(g).unwrap_or(fp).clone(),
+            fingerprint: fp.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +458,31 @@ mod tests {
             &MinerConfig::default(),
         );
         assert_eq!(g, vec![0, 1, 2, 2]);
+    }
+
+    #[test]
+    fn group_events_keys_groups_by_first_member_fingerprint() {
+        let lines = [
+            r#"{"message": "No user with id 17", "exception_type": "Error", "script": "api"}"#,
+            r#"{"message": "No user with id 99", "exception_type": "Error", "script": "api"}"#,
+            r#"{"message": "No user with id 99", "exception_type": "Error", "script": "web"}"#,
+        ];
+        let inputs: Vec<GroupInput> = lines
+            .iter()
+            .filter_map(|l| GroupInput::parse(l).ok())
+            .collect();
+        let g = group_events(&inputs, &MinerConfig::default());
+        assert_eq!(g.len(), 3);
+        // 17 and 99 normalize alike: one fingerprint, one group keyed by it.
+        assert_eq!(g[0].fingerprint, g[1].fingerprint);
+        assert_eq!(g[0].group, g[0].fingerprint);
+        assert_eq!(g[1].group, g[0].fingerprint);
+        // Another script: another bucket.
+        assert_eq!(g[2].group, g[2].fingerprint);
+        assert_ne!(g[2].group, g[0].group);
+        assert!(GroupInput::parse(r#"{"exception_type": "Error"}"#).is_err());
+        assert!(GroupInput::parse("not json").is_err());
+        assert!(GroupInput::parse(r#"{"message": "x", "script": null}"#).is_ok());
     }
 
     #[test]
