@@ -34,6 +34,9 @@
 //! over a bucket's stored incidents in first-seen order, `selfheal group` over all its input.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,10 +112,76 @@ impl Default for MinerConfig {
     }
 }
 
-/// A token that Drain treats as a parameter when it picks a tree branch: it has a digit or is
-/// (or contains) a normalizer placeholder (`<int>`, `<quoted>`, …).
+/// The JSON parse failures one malformed body produces, as [`normalize_message`] leaves them:
+/// every V8 wording (`message-template.h`: `kJsonParseUnexpectedEOS`,
+/// `kJsonParseUnexpectedToken*String*` with its excerpt, `kJsonParseExpectedPropNameOrRBrace`,
+/// `kJsonParseExpectedCommaOrRBrace`, `kJsonParseExpectedCommaOrRBrack`,
+/// `kJsonParseExpectedDoubleQuotedPropertyName`, `kJsonParseUnexpectedNonWhiteSpaceCharacter`,
+/// `kJsonParseUnterminatedString`, `kJsonParseBadEscapedCharacter`, …, and the older
+/// `Unexpected token % in JSON at position %`), SpiderMonkey's `JSON.parse: … of the JSON data`
+/// and JavaScriptCore's `JSON Parse error: …`. `None` only if the pattern failed to compile (a
+/// test proves it compiles); the family then stays split by wording.
+static JSON_PARSE_FAILURE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"(?x)
+        Unexpected\x20end\x20of\x20JSON\x20input
+      | Unexpected\x20token\x20.{1,1100}?\x20is\x20not\x20valid\x20JSON
+      | (?:\.\.\.)?<quoted>(?:\.\.\.)?\x20is\x20not\x20valid\x20JSON
+      | (?:Unexpected\x20(?:token\x20\S+|number|string)
+          | Unexpected\x20non-whitespace\x20character\x20after
+          | Expected\x20[^()]{1,64}?
+          | Unterminated\x20(?:string|fractional\x20number)
+          | Bad\x20(?:control\x20character\x20in\x20string\x20literal|escaped\x20character|Unicode\x20escape)
+          | No\x20number\x20after\x20minus\x20sign
+          | Exponent\x20part\x20is\x20missing\x20a\x20number)
+        \x20(?:in\x20)?JSON\x20at\x20position\x20<int>(?:\x20\(line\x20<int>\x20column\x20<int>\))?
+      | JSON\.parse:\x20[^.]{1,80}?of\x20the\x20JSON\x20data
+      | JSON\x20Parse\x20error:\x20[A-Za-z\x20]{1,60}(?:<quoted>)?
+        ",
+    )
+    .ok()
+});
+
+/// The message the miner sees for a normalized message: the JSON parse failures of
+/// [`JSON_PARSE_FAILURE`] become `<json_parse_error>`, so the eight-plus wordings of one
+/// malformed-body bug (and the same inside a JSON-escaped log line) have one shape. The
+/// fingerprint keeps the wording; only the group unites them.
+pub fn shape(normalized: &str) -> String {
+    match JSON_PARSE_FAILURE.as_ref() {
+        Some(re) => re
+            .replace_all(normalized, "<json_parse_error>")
+            .into_owned(),
+        None => normalized.to_owned(),
+    }
+}
+
+/// Token positions that name code and so are never a variable (see the identifier rule in
+/// the module docs): a quoted identifier the normalizer kept (`'email')`, it only keeps those in
+/// V8's identifier slots), and the subject of V8's `% is not …` templates (`kCalledNonCallable`
+/// `x.y is not a function`, `kNotDefined`, `kNotConstructor`, `kNotIterable`).
+fn pinned_positions(tokens: &[&str]) -> Vec<bool> {
+    (0..tokens.len())
+        .map(|p| {
+            let t = tokens.get(p).copied().unwrap_or("");
+            let quoted_ident = t.contains(['\'', '"', '`']) && !t.contains('<');
+            let subject = tokens.get(p + 1) == Some(&"is")
+                && tokens.get(p + 2) == Some(&"not")
+                && !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'))
+                && t.bytes().next().is_some_and(|b| !b.is_ascii_digit());
+            quoted_ident || subject
+        })
+        .collect()
+}
+
+/// A token that Drain treats as a parameter when it picks a tree branch: it has a digit, is
+/// (or contains) a normalizer placeholder (`<int>`, `<quoted>`, …), or is one of JavaScript's
+/// non-finite number values (`Infinity`, `-Infinity`, `NaN`).
 fn looks_variable(t: &str) -> bool {
-    t.bytes().any(|b| b.is_ascii_digit()) || t.contains('<')
+    t.bytes().any(|b| b.is_ascii_digit())
+        || t.contains('<')
+        || matches!(t.trim_start_matches('-'), "Infinity" | "NaN")
 }
 
 const WILDCARD: &str = "<*>";
@@ -120,6 +189,8 @@ const WILDCARD: &str = "<*>";
 /// One distinct message of a bucket.
 struct Distinct<'a> {
     tokens: Vec<&'a str>,
+    /// Positions that name code ([`pinned_positions`]).
+    pinned: Vec<bool>,
     /// Events carrying this message.
     weight: usize,
     /// Index of its first event in the input.
@@ -206,7 +277,19 @@ fn split_column(msgs: &[Distinct<'_>], part: &[usize], cfg: &MinerConfig) -> Opt
             }
         }
         let values = counts.len();
-        if values <= 1 || counts.keys().all(|t| looks_variable(t)) {
+        if values <= 1 {
+            continue;
+        }
+        let pinned = part
+            .iter()
+            .filter_map(|&i| msgs.get(i))
+            .any(|m| m.pinned.get(p).copied().unwrap_or(false));
+        if pinned {
+            // A code identifier column splits first, whatever its count.
+            best = Some((0, p));
+            break;
+        }
+        if counts.keys().all(|t| looks_variable(t)) {
             continue;
         }
         let top = counts.values().copied().max().unwrap_or(0);
@@ -260,12 +343,13 @@ fn split(msgs: &[Distinct<'_>], cluster: Vec<usize>, cfg: &MinerConfig) -> Vec<V
 /// and the group's key is that event's fingerprint). Events with equal bucket and message are
 /// always in one group.
 pub fn assign_groups(members: &[(BucketKey, String)], cfg: &MinerConfig) -> Vec<usize> {
-    // Distinct messages per bucket, buckets in order of first appearance.
+    let shapes: Vec<String> = members.iter().map(|(_, m)| shape(m)).collect();
+    // Distinct shapes per bucket, buckets in order of first appearance.
     let mut bucket_of: HashMap<&BucketKey, usize> = HashMap::new();
     let mut buckets: Vec<Vec<Distinct<'_>>> = Vec::new();
     let mut distinct_of: HashMap<(usize, &str), usize> = HashMap::new();
     let mut where_is: Vec<(usize, usize)> = Vec::with_capacity(members.len());
-    for (i, (key, msg)) in members.iter().enumerate() {
+    for (i, ((key, _), msg)) in members.iter().zip(&shapes).enumerate() {
         let b = *bucket_of.entry(key).or_insert_with(|| {
             buckets.push(Vec::new());
             buckets.len() - 1
@@ -274,8 +358,10 @@ pub fn assign_groups(members: &[(BucketKey, String)], cfg: &MinerConfig) -> Vec<
             continue;
         };
         let d = *distinct_of.entry((b, msg.as_str())).or_insert_with(|| {
+            let tokens: Vec<&str> = msg.split_whitespace().collect();
             list.push(Distinct {
-                tokens: msg.split_whitespace().collect(),
+                pinned: pinned_positions(&tokens),
+                tokens,
                 weight: 0,
                 first: i,
             });
@@ -483,6 +569,57 @@ mod tests {
         assert!(GroupInput::parse(r#"{"exception_type": "Error"}"#).is_err());
         assert!(GroupInput::parse("not json").is_err());
         assert!(GroupInput::parse(r#"{"message": "x", "script": null}"#).is_ok());
+    }
+
+    #[test]
+    fn json_parse_wordings_share_one_shape() {
+        assert!(JSON_PARSE_FAILURE.is_some());
+        let wordings = [
+            "Unexpected end of JSON input",
+            "Unexpected token 'o', \"not json\" is not valid JSON",
+            "Unexpected token ',', ...\" 3, 4, 5, , 7\"... is not valid JSON",
+            "Expected property name or '}' in JSON at position 1 (line 1 column 2)",
+            "Expected ',' or '}' after property value in JSON at position 9 (line 1 column 10)",
+            "Expected ',' or ']' after array element in JSON at position 11 (line 1 column 12)",
+            "Expected double-quoted property name in JSON at position 12 (line 1 column 13)",
+            "Unexpected non-whitespace character after JSON at position 8 (line 1 column 9)",
+            "Unterminated string in JSON at position 9 (line 1 column 10)",
+            "\"[object Object]\" is not valid JSON",
+            "Unexpected token u in JSON at position 0",
+            "JSON.parse: unexpected character at line 1 column 1 of the JSON data",
+        ];
+        for w in wordings {
+            assert_eq!(shape(&normalize_message(w)), "<json_parse_error>", "{w}");
+        }
+        let logged =
+            r#"{"level":"error","msg":"Unexpected token 'o', \"not json\" is not valid JSON"}"#;
+        let eos = r#"{"level":"error","msg":"Unexpected end of JSON input"}"#;
+        assert_eq!(
+            shape(&normalize_message(logged)),
+            shape(&normalize_message(eos))
+        );
+    }
+
+    #[test]
+    fn identifiers_in_js_errors_stay_apart() {
+        let props = ["email", "id", "name", "user", "headers"];
+        let msgs: Vec<String> = props
+            .iter()
+            .map(|p| {
+                normalize_message(&format!(
+                    "Cannot read properties of undefined (reading '{p}')"
+                ))
+            })
+            .collect();
+        let refs: Vec<&str> = msgs.iter().map(String::as_str).collect();
+        assert_eq!(groups(&refs), vec![0, 1, 2, 3, 4]);
+        let g = groups(&[
+            "db is not defined",
+            "kv is not defined",
+            "session is not defined",
+            "logger is not defined",
+        ]);
+        assert_eq!(g, vec![0, 1, 2, 3]);
     }
 
     #[test]

@@ -207,11 +207,26 @@ impl<'a> Normalizer<'a> {
             b'"' | b'\'' | b'`' if i == self.closing_quote => {
                 self.closing_quote = usize::MAX;
             }
+            b'\\' if self.closing_quote != usize::MAX && self.at(i + 1) == b'"' => {
+                // A JSON-escaped quote inside a quoted sentence (`"msg": "… \"not json\" …"`):
+                // `\"…\"` is one quoted value, paired escaped quote with escaped quote.
+                if let Some(j) = self.escaped_quoted(i) {
+                    self.push_kind("<quoted>");
+                    return j;
+                }
+            }
             b'"' | b'\'' | b'`' if bnd => {
                 if let Some(j) = self.quoted(i) {
                     let inner = self.b.get(i + 1..j - 1).unwrap_or(&[]);
+                    if is_js_identifier(inner) && self.identifier_context(i) {
+                        // A property, variable or class name in a JavaScript error
+                        // (`(reading 'email')`): it names code, so it stays.
+                        self.copy(i, j);
+                        return j;
+                    }
                     if inner.iter().filter(|&&c| c == b' ').count() >= 2
                         && self.closing_quote == usize::MAX
+                        && !self.json_excerpt(inner, j)
                     {
                         // A quoted sentence (`"GET /x HTTP/1.1"`) is text: normalized in place.
                         self.closing_quote = j - 1;
@@ -499,6 +514,61 @@ impl<'a> Normalizer<'a> {
             j += 1;
         }
         None
+    }
+
+    /// `\"…\"` starting at the backslash `i`, ending before the enclosing sentence's closing
+    /// quote; returns the end (after the closing `\"`).
+    fn escaped_quoted(&self, i: usize) -> Option<usize> {
+        let limit = self.closing_quote.min(i + 2 + MAX_QUOTED_BYTES);
+        let mut j = i + 2;
+        while j + 1 < limit {
+            if self.at(j) == b'\\' {
+                if self.at(j + 1) == b'"' {
+                    return Some(j + 2);
+                }
+                j += 2;
+                continue;
+            }
+            j += 1;
+        }
+        None
+    }
+
+    /// True when the quote at `i` follows a word that V8 puts before a code identifier in its
+    /// message templates (`(reading '%')`, `Cannot access '%'`, `property '%'`, …).
+    fn identifier_context(&self, i: usize) -> bool {
+        const PHRASES: [&str; 11] = [
+            "reading",
+            "setting",
+            "property",
+            "access",
+            "Identifier",
+            "with constructor",
+            "of",
+            "field",
+            "method",
+            "export",
+            "search for",
+        ];
+        let head = self.s.get(..i).unwrap_or("");
+        let head = head.trim_end_matches([' ', '(']);
+        PHRASES.iter().any(|p| {
+            head.strip_suffix(p).is_some_and(|before| {
+                before
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            })
+        })
+    }
+
+    /// True when the quoted text `inner` (ending before `end`) is a JSON excerpt rather than a
+    /// sentence: it opens like a JSON document, or V8's `… is not valid JSON` follows it.
+    fn json_excerpt(&self, inner: &[u8], end: usize) -> bool {
+        let tail = self.b.get(end..).unwrap_or(&[]);
+        matches!(inner.first(), Some(b'{' | b'['))
+            || tail.starts_with(b" is not valid JSON")
+            || tail.starts_with(b"... is not valid JSON")
     }
 
     /// `scheme://…` starting at `i` (a letter).
@@ -875,6 +945,18 @@ fn looks_random(run: &[u8]) -> bool {
 }
 
 /// All hex with a letter: ≥ 6 chars with a digit, or ≥ 8 chars of one case (`ffffffff`).
+/// A JavaScript identifier or dotted property path (`email`, `user.profile`, `$x`), ≤ 64 bytes.
+fn is_js_identifier(inner: &[u8]) -> bool {
+    inner.len() <= 64
+        && inner.split(|&b| b == b'.').all(|part| {
+            part.first()
+                .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+                && part
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+        })
+}
+
 fn is_hex_id(run: &[u8]) -> bool {
     if run.len() < 6 || !run.iter().all(|&c| is_hex(c)) || !run.iter().any(u8::is_ascii_alphabetic)
     {
@@ -1098,6 +1180,84 @@ mod tests {
             "Rect(<int>, <int> - <int>, <int>)"
         );
         assert_eq!(n("a,1"), "a,<int>");
+    }
+
+    #[test]
+    fn js_identifiers_in_v8_slots_stay_and_values_go() {
+        // V8's identifier slots (message-template.h): the name is code.
+        for (input, want) in [
+            (
+                "Cannot read properties of undefined (reading 'email')",
+                "Cannot read properties of undefined (reading 'email')",
+            ),
+            (
+                "Cannot set properties of null (setting 'user.profile')",
+                "Cannot set properties of null (setting 'user.profile')",
+            ),
+            (
+                "Cannot access 'db' before initialization",
+                "Cannot access 'db' before initialization",
+            ),
+            (
+                "Cannot destructure property 'id' of 'req.body' as it is undefined.",
+                "Cannot destructure property 'id' of 'req.body' as it is undefined.",
+            ),
+            (
+                "Identifier 'x' has already been declared",
+                "Identifier 'x' has already been declared",
+            ),
+            (
+                "Cannot use 'in' operator to search for 'email' in 42",
+                "Cannot use <quoted> operator to search for 'email' in <int>",
+            ),
+        ] {
+            assert_eq!(n(input), want, "{input}");
+        }
+        // Elsewhere a quoted word is a value; a quoted non-identifier always is.
+        assert_eq!(n("User 'alice' not found"), "User <quoted> not found");
+        assert_eq!(
+            n("flags 'gg' for RegExp constructor 'gg'"),
+            "flags <quoted> for RegExp constructor <quoted>"
+        );
+        assert_eq!(n("(reading 'a b')"), "(reading <quoted>)");
+        assert_eq!(n("(reading '0')"), "(reading <quoted>)");
+    }
+
+    #[test]
+    fn json_excerpts_are_values_not_sentences() {
+        for input in [
+            r#"Unexpected token 'o', "not json at all" is not valid JSON"#,
+            r#"Unexpected token ',', ...", 2, , 4, 5"... is not valid JSON"#,
+            r#"Unexpected token 'u', "user=alice&x=1 y z"... is not valid JSON"#,
+        ] {
+            let out = n(input);
+            assert!(
+                out.ends_with("<quoted>... is not valid JSON")
+                    || out.ends_with("<quoted> is not valid JSON"),
+                "{input} -> {out}"
+            );
+            assert!(!out.contains("alice") && !out.contains("json at"), "{out}");
+        }
+        assert_eq!(
+            n(r#"body "{a: 1, b: 2, c: 3}" rejected"#),
+            "body <quoted> rejected"
+        );
+    }
+
+    #[test]
+    fn json_escaped_quotes_pair_inside_a_quoted_sentence() {
+        // console.error(JSON.stringify({msg: e.message})) of a JSON.parse failure.
+        let a =
+            n(r#"{"level":"error","msg":"Unexpected token 'o', \"not json\" is not valid JSON"}"#);
+        let b = n(
+            r#"{"level":"error","msg":"Unexpected token 'x', \"xml <a> b c\" is not valid JSON"}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            // `<quoted>,<quoted>` is one list of one kind (push_kind).
+            r#"{<quoted>:<quoted>:"Unexpected token <quoted>, <quoted> is not valid JSON"}"#
+        );
     }
 
     #[test]
