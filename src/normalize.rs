@@ -203,6 +203,14 @@ impl<'a> Normalizer<'a> {
                     self.push_kind("<ip>");
                     return j;
                 }
+                if let Some((tag, j)) = self.object_tag(i) {
+                    // V8 renders an object value two ways: `[object Array]`
+                    // (Object.prototype.toString) and `#<Array>`; written one way.
+                    self.out.push_str("#<");
+                    self.copy(tag.0, tag.1);
+                    self.out.push('>');
+                    return j;
+                }
             }
             b'"' | b'\'' | b'`' if i == self.closing_quote => {
                 self.closing_quote = usize::MAX;
@@ -497,6 +505,10 @@ impl<'a> Normalizer<'a> {
     /// char, on the same line, within `MAX_QUOTED_BYTES`.
     fn quoted(&self, i: usize) -> Option<usize> {
         let q = self.at(i);
+        if self.at(i + 1) == q && self.at(i + 2) == q && self.ends_clean(i + 3) {
+            // The quote character quoted (`Unexpected token ''', ...`).
+            return Some(i + 3);
+        }
         let limit = (i + 1 + MAX_QUOTED_BYTES).min(self.b.len());
         let mut j = i + 1;
         while j < limit {
@@ -520,6 +532,14 @@ impl<'a> Normalizer<'a> {
     /// quote; returns the end (after the closing `\"`).
     fn escaped_quoted(&self, i: usize) -> Option<usize> {
         let limit = self.closing_quote.min(i + 2 + MAX_QUOTED_BYTES);
+        // A JSON excerpt of V8's `… is not valid JSON` may hold escaped quotes of its own: it
+        // ends at the escaped quote before that phrase.
+        let window = self.b.get(i + 2..limit).unwrap_or(&[]);
+        for tail in [&b"\\\" is not valid JSON"[..], b"\\\"... is not valid JSON"] {
+            if let Some(k) = window.windows(tail.len()).position(|w| w == tail) {
+                return Some(i + 2 + k + 2);
+            }
+        }
         let mut j = i + 2;
         while j + 1 < limit {
             if self.at(j) == b'\\' {
@@ -532,6 +552,19 @@ impl<'a> Normalizer<'a> {
             j += 1;
         }
         None
+    }
+
+    /// `[object Tag]` at `i`: the tag's span and the end.
+    fn object_tag(&self, i: usize) -> Option<((usize, usize), usize)> {
+        if !self.b.get(i..)?.starts_with(b"[object ") {
+            return None;
+        }
+        let start = i + 8;
+        let mut j = start;
+        while self.at(j).is_ascii_alphanumeric() || self.at(j) == b'_' {
+            j += 1;
+        }
+        (j > start && self.at(j) == b']').then_some(((start, j), j + 1))
     }
 
     /// True when the quote at `i` follows a word that V8 puts before a code identifier in its
@@ -1220,6 +1253,10 @@ mod tests {
             "flags <quoted> for RegExp constructor <quoted>"
         );
         assert_eq!(n("(reading 'a b')"), "(reading <quoted>)");
+        assert_eq!(
+            n("Promise resolver [object Array] is not a function"),
+            "Promise resolver #<Array> is not a function"
+        );
         assert_eq!(n("(reading '0')"), "(reading <quoted>)");
     }
 

@@ -105,3 +105,63 @@ fn malformed_lines_are_named_counted_and_skipped() {
     assert_eq!(v.len(), 2, "the two valid lines are kept");
     assert_eq!(v[0]["group"], v[1]["group"]);
 }
+
+/// One missing-validation bug (a handler calling `request.json()` on whatever the client sent),
+/// hit with a dozen malformed bodies: V8 words each failure its own way, so the fingerprints
+/// differ, but the group is one. A second bug on the same route (a property read on undefined)
+/// stays its own group, and two different properties are two groups.
+#[test]
+fn a_dozen_malformed_bodies_are_one_group_and_other_bugs_stay_apart() {
+    let malformed = [
+        "Unexpected end of JSON input",
+        "Unexpected token 'o', \"not json\" is not valid JSON",
+        "Unexpected token '<', \"<html><bod\"... is not valid JSON",
+        "Unexpected token ',', ...\" 3, 4, , 6\"... is not valid JSON",
+        "Expected property name or '}' in JSON at position 1 (line 1 column 2)",
+        "Expected ',' or '}' after property value in JSON at position 14 (line 1 column 15)",
+        "Expected ',' or ']' after array element in JSON at position 7 (line 1 column 8)",
+        "Expected double-quoted property name in JSON at position 12 (line 1 column 13)",
+        "Unexpected non-whitespace character after JSON at position 13 (line 1 column 14)",
+        "Unterminated string in JSON at position 20 (line 1 column 21)",
+        "Bad control character in string literal in JSON at position 5 (line 1 column 6)",
+        "\"[object Object]\" is not valid JSON",
+    ];
+    let frame = "Object.fetch (src/index.js)";
+    let mut input = String::new();
+    for m in malformed {
+        let e = json!({"message": m, "exception_type": "SyntaxError", "script": "api",
+                       "route": "POST /orders", "top_frame": frame, "status_class": "5xx"});
+        input += &format!("{e}\n");
+    }
+    for p in ["email", "email", "id"] {
+        let e = json!({"message": format!("Cannot read properties of undefined (reading '{p}')"),
+                       "exception_type": "TypeError", "script": "api", "route": "POST /orders",
+                       "top_frame": frame, "status_class": "5xx"});
+        input += &format!("{e}\n");
+    }
+    let out = run(input.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = out_lines(&out);
+    assert_eq!(v.len(), 15);
+    let mut fps: Vec<&str> = v[..12]
+        .iter()
+        .filter_map(|l| l["fingerprint"].as_str())
+        .collect();
+    fps.sort_unstable();
+    fps.dedup();
+    assert!(
+        fps.len() >= 10,
+        "the wordings are distinct fingerprints: {}",
+        fps.len()
+    );
+    for line in &v[..12] {
+        assert_eq!(line["group"], v[0]["group"], "{line}");
+    }
+    assert_eq!(v[12]["group"], v[13]["group"]);
+    assert_ne!(v[12]["group"], v[0]["group"]);
+    assert_ne!(v[14]["group"], v[12]["group"]);
+}
