@@ -34,6 +34,17 @@ fn out_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `selfheal group` on valid input: it must succeed; its output lines.
+fn grouped(input: &str) -> Vec<Value> {
+    let out = run(input.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out_lines(&out)
+}
+
 fn event(message: &str, route: &str) -> Value {
     json!({"message": message, "exception_type": "Error", "script": "api", "route": route,
            "status_class": "5xx"})
@@ -50,13 +61,7 @@ fn one_line_per_input_in_order_keyed_by_first_member() {
         );
     }
     input += &format!("{}\n", event("Permission denied for user gina", "/b"));
-    let out = run(input.as_bytes());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = out_lines(&out);
+    let v = grouped(&input);
     assert_eq!(v.len(), 7);
     let first = v[0]["fingerprint"].as_str().expect("fingerprint");
     for line in &v[..6] {
@@ -139,13 +144,7 @@ fn a_dozen_malformed_bodies_are_one_group_and_other_bugs_stay_apart() {
                        "top_frame": frame, "status_class": "5xx"});
         input += &format!("{e}\n");
     }
-    let out = run(input.as_bytes());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = out_lines(&out);
+    let v = grouped(&input);
     assert_eq!(v.len(), 15);
     let mut fps: Vec<&str> = v[..12]
         .iter()
