@@ -29,6 +29,15 @@
 //!    template, not a sample of a variable). The column with the fewest values splits first and
 //!    each part is examined again, as Brain's tree does.
 //!
+//! Before mining, [`shape`] writes every JSON parse failure wording as `<json_parse_error>`
+//! (one malformed-body bug, one shape).
+//!
+//! # Identifiers and values
+//! A number, id, user name or JSON body is a value; a property, variable, function or class name
+//! in a JavaScript error names code. The normalizer keeps quoted identifiers in V8's identifier
+//! slots (`(reading 'email')`); here such a column, and the subject of V8's `% is not …`
+//! templates (`db is not defined`), is never a variable: the cluster always splits on it.
+//!
 //! Deterministic: the same members in the same order give the same groups and the same keys;
 //! membership does not depend on hash order. Batch over all members of a bucket: the cron runs it
 //! over a bucket's stored incidents in first-seen order, `selfheal group` over all its input.
