@@ -9,7 +9,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the recipe below; part of the hashed tuple, stored with each incident.
-pub const FINGERPRINT_VERSION: u32 = 1;
+///
+/// History: 1, the first recipe. 2, [`crate::normalize::normalize_message`] keeps a quoted
+/// JavaScript identifier in V8's identifier slots (`(reading 'email')` no longer equals
+/// `(reading 'id')`), takes a JSON excerpt (`"{…" is not valid JSON`) as one `<quoted>` value
+/// instead of normalizing it as a sentence, pairs JSON-escaped quotes (`\"…\"`) inside a
+/// quoted sentence, and adds the value families of issue 12 §2 (dates, durations, trace ids, …).
+pub const FINGERPRINT_VERSION: u32 = 2;
 
 /// What an incident groups on. All strings are already scrubbed and normalized.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,9 +11,11 @@
 //! | `<email>`   | `local@domain.tld`                                                    | `bob.s+1@ex.com` → `<email>`             |
 //! | `<path>`    | absolute file paths: `/a/b…` (≥ 2 slashes), `~/…`, `C:\…`; stops at `:` | `/srv/app/x.js:3` → `<path>:<int>`     |
 //! | `<uuid>`    | 8-4-4-4-12 hex                                                        |                                          |
-//! | `<date>`    | ISO 8601 dates and date-times (with `T` or a space, fraction, zone), `yyyy/mm/dd[ hh:mm:ss]`, common log `21/Nov/2026:10:00:00 +0000` | |
-//! | `<time>`    | `h:mm:ss[.frac]`                                                      | `at 10:00:01.5` → `at <time>`            |
-//! | `<ip>`      | IPv4 (optional `:port`), IPv6 (full, `::`-compressed, `[v6]:port`)    | `10.0.0.1:8080` → `<ip>`                 |
+//! | `<date>`    | ISO 8601 / RFC 3339 dates and date-times (with `T` or a space, fraction, `Z` or offset), `yyyy/mm/dd[ hh:mm:ss]`, compact `20261121T100000Z`, common log `21/Nov/2026:10:00:00 +0000`, RFC 822/1123 (`Tue, 01 Dec 2026 10:00:00 GMT`, with the weekday), RFC 850 (`Tuesday, 01-Dec-26 10:00:00 GMT`), ctime, JavaScript `Date.prototype.toString` (`Tue Dec 01 2026 10:00:00 GMT+0100 (Central European Standard Time)`) | |
+//! | `<time>`    | `h:mm:ss[.frac]`, and `h:mm[:ss]` with AM/PM (`10:00 PM`, `7:05pm`)   | `at 10:00:01.5` → `at <time>`            |
+//! | `<duration>`| numbers glued to time units: `250ms`, `1.234s`, `3m20s`, `1h2m3.5s` (`ns us ms s sec m min h hr`) | Sentry's `<duration>` |
+//! | `<traceparent>` | W3C Trace Context `00-<32 hex>-<16 hex>-<2 hex>`, AWS X-Ray `1-<8 hex>-<24 hex>` (bare 32-hex trace ids are `<hex>`) | Sentry's `<traceparent>` |
+//! | `<ip>`      | IPv4 (optional `:port`), IPv6: full, `::`-compressed, `::`, `::1`, v4-mapped `::ffff:192.0.2.1`, zone `%eth0`, prefix length `/32`, `[v6]:port` | `10.0.0.1:8080` → `<ip>` |
 //! | `<mac>`     | `aa:bb:cc:dd:ee:ff`                                                   |                                          |
 //! | `<hex>`     | `0x…`; hex runs of ≥ 6 chars with both a digit and a letter (hashes, short commit ids, object ids) | `9f4ef63` → `<hex>` |
 //! | `<b64>`     | runs of ≥ 20 base64/base64url chars with upper, lower and digits mixed like random data | |
@@ -21,7 +23,16 @@
 //! | `<int>`     | a digit run standing alone (optional sign when not glued to a word); a number followed by a unit keeps the unit | `-5`, `100ms` → `<int>ms` |
 //! | `<float>`   | `1.5`, `1e-3`, `2.5e10`                                               |                                          |
 //! | `<version>` | dotted numbers with 3 or more parts that are not an IPv4              | `1.2.3` → `<version>`                    |
-//! | `<quoted>`  | `'…'`, `"…"`, `` `…` `` (same line, ≤ 1 KiB, quote not glued to a word: `can't` is no quote) | |
+//! | `<quoted>`  | `'…'`, `"…"`, `` `…` `` (same line, ≤ 1 KiB, quote not glued to a word: `can't` is no quote; backslash-escaped quotes inside; a JSON excerpt `"{…"` / `"…" is not valid JSON` is one value; inside a quoted sentence, `\"…\"` pairs) | |
+//!
+//! **Identifiers vs values** (JavaScript errors): a quoted JavaScript identifier or property path
+//! in one of V8's identifier slots (after `reading`, `setting`, `property`, `access`,
+//! `Identifier`, `with constructor`, `of`, `field`, `method`, `export`, `search for`) names code
+//! and is kept (`(reading 'email')` ≠ `(reading 'id')`); numbers, ids, user names, JSON bodies are
+//! values. V8's two renderings of an object value, `[object Array]` and `#<Array>`, are written
+//! `#<Array>`. Placeholder names follow Sentry's parameterization where Sentry has one; `<host>`
+//! (Sentry `<hostname>`) and `<quoted>` (Sentry `<quoted_str>`, which Sentry applies only after
+//! `=`) keep their older names so fingerprints of other messages do not move.
 //!
 //! What stays: names that merely contain digits (`utf8`, `x86_64`, `ipv4`, `sha256`, `h2`,
 //! `Error2`, `t761`): a digit run glued to letters is kept unless it looks like an id (above). In
@@ -45,7 +56,14 @@ const MIN_B64_LEN: usize = 20;
 static TEXT_DATE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
         r"(?x)
-        ^(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?\x20+)?      # optional weekday
+        ^(?:
+          # RFC 822/1123 `Tue, 01 Dec 2026 10:00:00 GMT`, RFC 850 `Tuesday, 01-Dec-26 10:00:00 GMT`
+          (?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,\x20+\d{1,2}[\x20-]
+          (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[\x20-]\d{2,4}
+          (?:\x20+\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)?
+          (?:\x20+(?:[A-Z]{1,4}|[+-]\d{4}|GMT[+-]\d{4}))?
+        |
+        (?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?\x20+)?      # optional weekday
         (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?
         \x20+\d{1,2}(?:st|nd|rd|th)?,?                           # day of month
         (?:
@@ -54,8 +72,9 @@ static TEXT_DATE: LazyLock<Option<Regex>> = LazyLock::new(|| {
             (?:\x20+\d{4})?                                    # year after the time (ctime)
           | \x20+\d{4}                                         # or a year
             (?:\x20+\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)?
-            (?:\x20+(?:[A-Z]{2,4}T|UTC|GMT|Z|[+-]\d{4}))?
-        )",
+            (?:\x20+(?:GMT[+-]\d{4}(?:\x20\([A-Za-z\x20.'-]{1,64}\))?  # JS Date.prototype.toString
+                 |[A-Z]{2,4}T|UTC|GMT|Z|[+-]\d{4}))?
+        ))",
     )
     .ok()
 });
@@ -203,15 +222,38 @@ impl<'a> Normalizer<'a> {
                     self.push_kind("<ip>");
                     return j;
                 }
+                if let Some((tag, j)) = self.object_tag(i) {
+                    // V8 renders an object value two ways: `[object Array]`
+                    // (Object.prototype.toString) and `#<Array>`; written one way.
+                    self.out.push_str("#<");
+                    self.copy(tag.0, tag.1);
+                    self.out.push('>');
+                    return j;
+                }
             }
             b'"' | b'\'' | b'`' if i == self.closing_quote => {
                 self.closing_quote = usize::MAX;
             }
+            b'\\' if self.closing_quote != usize::MAX && self.at(i + 1) == b'"' => {
+                // A JSON-escaped quote inside a quoted sentence (`"msg": "… \"not json\" …"`):
+                // `\"…\"` is one quoted value, paired escaped quote with escaped quote.
+                if let Some(j) = self.escaped_quoted(i) {
+                    self.push_kind("<quoted>");
+                    return j;
+                }
+            }
             b'"' | b'\'' | b'`' if bnd => {
                 if let Some(j) = self.quoted(i) {
                     let inner = self.b.get(i + 1..j - 1).unwrap_or(&[]);
+                    if is_js_identifier(inner) && self.identifier_context(i) {
+                        // A property, variable or class name in a JavaScript error
+                        // (`(reading 'email')`): it names code, so it stays.
+                        self.copy(i, j);
+                        return j;
+                    }
                     if inner.iter().filter(|&&c| c == b' ').count() >= 2
                         && self.closing_quote == usize::MAX
+                        && !self.json_excerpt(inner, j)
                     {
                         // A quoted sentence (`"GET /x HTTP/1.1"`) is text: normalized in place.
                         self.closing_quote = j - 1;
@@ -219,6 +261,14 @@ impl<'a> Normalizer<'a> {
                         return i + 1;
                     }
                     self.push_kind("<quoted>");
+                    return j;
+                }
+            }
+            b':' if self.at(i + 1) == b':'
+                && (i == 0 || !is_word(self.at(i - 1)) && self.at(i - 1) != b':') =>
+            {
+                if let Some(j) = self.ipv6(i) {
+                    self.push_kind("<ip>");
                     return j;
                 }
             }
@@ -283,6 +333,16 @@ impl<'a> Normalizer<'a> {
             self.push_kind("<host>");
             return j;
         }
+        if let Some(j) = self.traceparent(i) {
+            self.push_kind("<traceparent>");
+            return j;
+        }
+        if c.is_ascii_digit()
+            && let Some(j) = self.duration(i)
+        {
+            self.push_kind("<duration>");
+            return j;
+        }
         if is_hex(c)
             && let Some(j) = self.uuid(i)
         {
@@ -298,6 +358,12 @@ impl<'a> Normalizer<'a> {
                 self.push_kind("<time>");
                 return j;
             }
+        }
+        if is_hex(c)
+            && let Some(j) = self.ipv6(i)
+        {
+            self.push_kind("<ip>");
+            return j;
         }
         if is_hex(c)
             && let Some((kind, j)) = self.colon_hex(i)
@@ -482,6 +548,10 @@ impl<'a> Normalizer<'a> {
     /// char, on the same line, within `MAX_QUOTED_BYTES`.
     fn quoted(&self, i: usize) -> Option<usize> {
         let q = self.at(i);
+        if self.at(i + 1) == q && self.at(i + 2) == q && self.ends_clean(i + 3) {
+            // The quote character quoted (`Unexpected token ''', ...`).
+            return Some(i + 3);
+        }
         let limit = (i + 1 + MAX_QUOTED_BYTES).min(self.b.len());
         let mut j = i + 1;
         while j < limit {
@@ -499,6 +569,82 @@ impl<'a> Normalizer<'a> {
             j += 1;
         }
         None
+    }
+
+    /// `\"…\"` starting at the backslash `i`, ending before the enclosing sentence's closing
+    /// quote; returns the end (after the closing `\"`).
+    fn escaped_quoted(&self, i: usize) -> Option<usize> {
+        let limit = self.closing_quote.min(i + 2 + MAX_QUOTED_BYTES);
+        // A JSON excerpt of V8's `… is not valid JSON` may hold escaped quotes of its own: it
+        // ends at the escaped quote before that phrase.
+        let window = self.b.get(i + 2..limit).unwrap_or(&[]);
+        for tail in [&b"\\\" is not valid JSON"[..], b"\\\"... is not valid JSON"] {
+            if let Some(k) = window.windows(tail.len()).position(|w| w == tail) {
+                return Some(i + 2 + k + 2);
+            }
+        }
+        let mut j = i + 2;
+        while j + 1 < limit {
+            if self.at(j) == b'\\' {
+                if self.at(j + 1) == b'"' {
+                    return Some(j + 2);
+                }
+                j += 2;
+                continue;
+            }
+            j += 1;
+        }
+        None
+    }
+
+    /// `[object Tag]` at `i`: the tag's span and the end.
+    fn object_tag(&self, i: usize) -> Option<((usize, usize), usize)> {
+        if !self.b.get(i..)?.starts_with(b"[object ") {
+            return None;
+        }
+        let start = i + 8;
+        let mut j = start;
+        while self.at(j).is_ascii_alphanumeric() || self.at(j) == b'_' {
+            j += 1;
+        }
+        (j > start && self.at(j) == b']').then_some(((start, j), j + 1))
+    }
+
+    /// True when the quote at `i` follows a word that V8 puts before a code identifier in its
+    /// message templates (`(reading '%')`, `Cannot access '%'`, `property '%'`, …).
+    fn identifier_context(&self, i: usize) -> bool {
+        const PHRASES: [&str; 11] = [
+            "reading",
+            "setting",
+            "property",
+            "access",
+            "Identifier",
+            "with constructor",
+            "of",
+            "field",
+            "method",
+            "export",
+            "search for",
+        ];
+        let head = self.s.get(..i).unwrap_or("");
+        let head = head.trim_end_matches([' ', '(']);
+        PHRASES.iter().any(|p| {
+            head.strip_suffix(p).is_some_and(|before| {
+                before
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            })
+        })
+    }
+
+    /// True when the quoted text `inner` (ending before `end`) is a JSON excerpt rather than a
+    /// sentence: it opens like a JSON document, or V8's `… is not valid JSON` follows it.
+    fn json_excerpt(&self, inner: &[u8], end: usize) -> bool {
+        let tail = self.b.get(end..).unwrap_or(&[]);
+        matches!(inner.first(), Some(b'{' | b'['))
+            || tail.starts_with(b" is not valid JSON")
+            || tail.starts_with(b"... is not valid JSON")
     }
 
     /// `scheme://…` starting at `i` (a letter).
@@ -689,19 +835,128 @@ impl<'a> Normalizer<'a> {
         while self.at(j).is_ascii_digit() && j - i < 2 {
             j += 1;
         }
-        for _ in 0..2 {
+        for n in 0..2 {
             if self.at(j) != b':'
                 || !self.at(j + 1).is_ascii_digit()
                 || !self.at(j + 2).is_ascii_digit()
             {
+                if n == 1 {
+                    // `h:mm` is a time only with AM/PM after it.
+                    return self.am_pm(j);
+                }
                 return None;
             }
             j += 3;
+        }
+        if let Some(k) = self.am_pm(j) {
+            return Some(k);
         }
         if matches!(self.at(j), b'.' | b',') && self.at(j + 1).is_ascii_digit() {
             j += 1;
             while self.at(j).is_ascii_digit() {
                 j += 1;
+            }
+        }
+        (self.ends_clean(j) && self.at(j) != b':').then_some(j)
+    }
+
+    /// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, Trace Context §3.2) or an AWS X-Ray
+    /// trace id (`1-<8 hex>-<24 hex>`) at `i`: its end.
+    fn traceparent(&self, i: usize) -> Option<usize> {
+        let hex_run = |from: usize, n: usize| {
+            (from..from + n).all(|k| {
+                let c = self.at(k);
+                c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
+            })
+        };
+        let w3c = hex_run(i, 2)
+            && self.at(i + 2) == b'-'
+            && hex_run(i + 3, 32)
+            && self.at(i + 35) == b'-'
+            && hex_run(i + 36, 16)
+            && self.at(i + 52) == b'-'
+            && hex_run(i + 53, 2);
+        if w3c && self.ends_clean(i + 55) {
+            return Some(i + 55);
+        }
+        let xray = self.at(i) == b'1'
+            && self.at(i + 1) == b'-'
+            && hex_run(i + 2, 8)
+            && self.at(i + 10) == b'-'
+            && hex_run(i + 11, 24);
+        (xray && self.ends_clean(i + 35)).then_some(i + 35)
+    }
+
+    /// A duration at `i`: numbers each glued to a time unit (`250ms`, `1.234s`, `3m20s`,
+    /// `1h2m3.5s`; units `ns us ms s sec secs m min h hr`; no `d`, which hex ids are full of):
+    /// its end.
+    fn duration(&self, i: usize) -> Option<usize> {
+        const UNITS: [&[u8]; 10] = [
+            b"ns", b"us", b"ms", b"sec", b"secs", b"s", b"min", b"m", b"hr", b"h",
+        ];
+        let mut j = i;
+        let mut parts = 0;
+        while self.at(j).is_ascii_digit() {
+            while self.at(j).is_ascii_digit() {
+                j += 1;
+            }
+            if self.at(j) == b'.' && self.at(j + 1).is_ascii_digit() {
+                j += 1;
+                while self.at(j).is_ascii_digit() {
+                    j += 1;
+                }
+            }
+            let start = j;
+            while self.at(j).is_ascii_alphabetic() {
+                j += 1;
+            }
+            let unit = self.b.get(start..j)?;
+            if !UNITS.contains(&unit) {
+                return None;
+            }
+            parts += 1;
+        }
+        (parts > 0 && self.ends_clean(j)).then_some(j)
+    }
+
+    /// ` AM`, `pm`, … at `j` (optionally after one space), ending clean: its end.
+    fn am_pm(&self, j: usize) -> Option<usize> {
+        let k = if self.at(j) == b' ' { j + 1 } else { j };
+        (matches!(self.at(k), b'a' | b'A' | b'p' | b'P')
+            && matches!(self.at(k + 1), b'm' | b'M')
+            && self.ends_clean(k + 2))
+        .then_some(k + 2)
+    }
+
+    /// An IPv6 address at `i` (a hex digit or the `:` of a leading `::`): `::`, `::1`,
+    /// compressed or 8 groups, v4-mapped or embedded IPv4 (`::ffff:192.0.2.1`), a zone
+    /// (`fe80::1%eth0`) and a prefix length (`2001:db8::/32`). Returns its end.
+    fn ipv6(&self, i: usize) -> Option<usize> {
+        let (_, colons, double, mut j, max_group) = self.scan_colon_hex(i);
+        if colons < 2 || max_group > 4 || !(double || colons == 7) {
+            return None;
+        }
+        if self.at(j) == b'.' {
+            // The last group was the first octet of an embedded IPv4.
+            let k = self.b.get(..j)?.iter().rposition(|&c| c == b':')? + 1;
+            match self.number(k) {
+                Some(("<ip>", e)) => j = e,
+                _ => return None,
+            }
+        }
+        if self.at(j) == b'%' && self.at(j + 1).is_ascii_alphanumeric() {
+            j += 1;
+            while self.at(j).is_ascii_alphanumeric() {
+                j += 1;
+            }
+        }
+        if self.at(j) == b'/' && self.at(j + 1).is_ascii_digit() {
+            let mut k = j + 1;
+            while self.at(k).is_ascii_digit() && k - j <= 3 {
+                k += 1;
+            }
+            if self.ends_clean(k) {
+                j = k;
             }
         }
         (self.ends_clean(j) && self.at(j) != b':').then_some(j)
@@ -875,6 +1130,18 @@ fn looks_random(run: &[u8]) -> bool {
 }
 
 /// All hex with a letter: ≥ 6 chars with a digit, or ≥ 8 chars of one case (`ffffffff`).
+/// A JavaScript identifier or dotted property path (`email`, `user.profile`, `$x`), ≤ 64 bytes.
+fn is_js_identifier(inner: &[u8]) -> bool {
+    inner.len() <= 64
+        && inner.split(|&b| b == b'.').all(|part| {
+            part.first()
+                .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+                && part
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+        })
+}
+
 fn is_hex_id(run: &[u8]) -> bool {
     if run.len() < 6 || !run.iter().all(|&c| is_hex(c)) || !run.iter().any(u8::is_ascii_alphabetic)
     {
@@ -973,8 +1240,10 @@ mod tests {
 
     #[test]
     fn floats_and_versions_and_units() {
-        assert_eq!(n("took 1.5s"), "took <float>s");
-        assert_eq!(n("took 100ms"), "took <int>ms");
+        // A number with a time unit is a duration (issue 12 §2, Sentry's `<duration>`; was
+        // `<float>s` / `<int>ms`); other units stay after the number.
+        assert_eq!(n("took 1.5s"), "took <duration>");
+        assert_eq!(n("took 100ms"), "took <duration>");
         assert_eq!(n("ratio 0.25"), "ratio <float>");
         assert_eq!(n("1e10 and 2.5E-3"), "<float> and <float>");
         assert_eq!(n("node 18.2.0 required"), "node <version> required");
@@ -1043,7 +1312,8 @@ mod tests {
         assert_eq!(n("from 192.168.1.254"), "from <ip>");
         assert_eq!(
             n("v6 2001:db8::1 and ::1 and fe80::1ff:fe23:4567:890a"),
-            "v6 <ip> and ::<int> and <ip>"
+            // `::1` is an address (issue 12 §2; was `::<int>`).
+            "v6 <ip> and <ip> and <ip>"
         );
         assert_eq!(
             n("full 2001:0db8:85a3:0000:0000:8a2e:0370:7334 x"),
@@ -1100,6 +1370,180 @@ mod tests {
         assert_eq!(n("a,1"), "a,<int>");
     }
 
+    /// Issue 12 §2: whole families of values, each member between two words, must become the
+    /// family's one placeholder (Sentry's name where Sentry has one: `<date>`, `<ip>`,
+    /// `<traceparent>`, `<duration>`, `<hex>`).
+    #[test]
+    fn value_families() {
+        let families: &[(&str, &[&str])] = &[
+            (
+                "<date>",
+                &[
+                    // RFC 822 / RFC 1123 with zones and offsets
+                    "Tue, 01 Dec 2026 10:00:00 GMT",
+                    "Tue, 01 Dec 2026 10:00:00 +0100",
+                    "Tue, 1 Dec 26 10:00 EST",
+                    "Wed, 02 Dec 2026 23:59:59 Z",
+                    // RFC 850
+                    "Tuesday, 01-Dec-26 10:00:00 GMT",
+                    // RFC 3339 with offsets and fractions
+                    "2026-12-01T10:00:00Z",
+                    "2026-12-01T10:00:00.123456+05:30",
+                    "2026-12-01T10:00:00-08:00",
+                    "2026-12-01 10:00:00,123",
+                    // JavaScript Date.prototype.toString
+                    "Tue Dec 01 2026 10:00:00 GMT+0100 (Central European Standard Time)",
+                    "Tue Dec 01 2026 10:00:00 GMT-0800 (Pacific Standard Time)",
+                    // compact ISO 8601, ctime, common log format
+                    "20261201T100000Z",
+                    "Tue Dec  1 10:00:00 2026",
+                    "01/Dec/2026:10:00:00 +0000",
+                ],
+            ),
+            (
+                "<time>",
+                &["10:00 PM", "10:00:01 am", "7:05pm", "23:59:59.999"],
+            ),
+            (
+                "<duration>",
+                &["250ms", "1.234s", "3m20s", "1h2m3.5s", "15min", "800us"],
+            ),
+            (
+                "<traceparent>",
+                &[
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                    "1-5759e988-bd862e3fe1be46a994272793",
+                ],
+            ),
+            (
+                "<ip>",
+                &[
+                    "::",
+                    "::1",
+                    "::ffff:192.168.0.1",
+                    "2001:db8::/32",
+                    "fe80::1%eth0",
+                    "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+                    "2001:db8::8a2e:370:7334",
+                    "[2001:db8::1]:8080",
+                    "192.168.0.1",
+                    "10.0.0.1:443",
+                ],
+            ),
+            (
+                "<hex>",
+                &[
+                    "deadbeefcafe",
+                    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                    "4bf92f3577b34da6a3ce929d0e0e4736",
+                    "0x7fff5fbff8c8",
+                ],
+            ),
+            (
+                "<quoted>",
+                &[
+                    "'a b'",
+                    "\"two words\"",
+                    "'O\\'Brien'",
+                    "\"say \\\"hi\\\"\"",
+                ],
+            ),
+        ];
+        for (kind, members) in families {
+            for m in *members {
+                assert_eq!(n(&format!("at {m} done")), format!("at {kind} done"), "{m}");
+            }
+        }
+        // Words that are not values stay.
+        for w in ["abcdef", "ok true done", "std::io::Error", "Router::handle"] {
+            assert_eq!(n(w), w);
+        }
+    }
+
+    #[test]
+    fn js_identifiers_in_v8_slots_stay_and_values_go() {
+        // V8's identifier slots (message-template.h): the name is code.
+        for (input, want) in [
+            (
+                "Cannot read properties of undefined (reading 'email')",
+                "Cannot read properties of undefined (reading 'email')",
+            ),
+            (
+                "Cannot set properties of null (setting 'user.profile')",
+                "Cannot set properties of null (setting 'user.profile')",
+            ),
+            (
+                "Cannot access 'db' before initialization",
+                "Cannot access 'db' before initialization",
+            ),
+            (
+                "Cannot destructure property 'id' of 'req.body' as it is undefined.",
+                "Cannot destructure property 'id' of 'req.body' as it is undefined.",
+            ),
+            (
+                "Identifier 'x' has already been declared",
+                "Identifier 'x' has already been declared",
+            ),
+            (
+                "Cannot use 'in' operator to search for 'email' in 42",
+                "Cannot use <quoted> operator to search for 'email' in <int>",
+            ),
+        ] {
+            assert_eq!(n(input), want, "{input}");
+        }
+        // Elsewhere a quoted word is a value; a quoted non-identifier always is.
+        assert_eq!(n("User 'alice' not found"), "User <quoted> not found");
+        assert_eq!(
+            n("flags 'gg' for RegExp constructor 'gg'"),
+            "flags <quoted> for RegExp constructor <quoted>"
+        );
+        assert_eq!(n("(reading 'a b')"), "(reading <quoted>)");
+        assert_eq!(
+            n("Promise resolver [object Array] is not a function"),
+            "Promise resolver #<Array> is not a function"
+        );
+        assert_eq!(n("(reading '0')"), "(reading <quoted>)");
+    }
+
+    #[test]
+    fn json_excerpts_are_values_not_sentences() {
+        for input in [
+            r#"Unexpected token 'o', "not json at all" is not valid JSON"#,
+            r#"Unexpected token ',', ...", 2, , 4, 5"... is not valid JSON"#,
+            r#"Unexpected token 'u', "user=alice&x=1 y z"... is not valid JSON"#,
+        ] {
+            let out = n(input);
+            assert!(
+                out.ends_with("<quoted>... is not valid JSON")
+                    || out.ends_with("<quoted> is not valid JSON"),
+                "{input} -> {out}"
+            );
+            assert!(!out.contains("alice") && !out.contains("json at"), "{out}");
+        }
+        assert_eq!(
+            n(r#"body "{a: 1, b: 2, c: 3}" rejected"#),
+            "body <quoted> rejected"
+        );
+    }
+
+    #[test]
+    fn json_escaped_quotes_pair_inside_a_quoted_sentence() {
+        // console.error(JSON.stringify({msg: e.message})) of a JSON.parse failure.
+        let a =
+            n(r#"{"level":"error","msg":"Unexpected token 'o', \"not json\" is not valid JSON"}"#);
+        let b = n(
+            r#"{"level":"error","msg":"Unexpected token 'x', \"xml <a> b c\" is not valid JSON"}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            // `<quoted>,<quoted>` is one list of one kind (push_kind).
+            r#"{<quoted>:<quoted>:"Unexpected token <quoted>, <quoted> is not valid JSON"}"#
+        );
+    }
+
     #[test]
     fn quoted_sentences_are_text() {
         assert_eq!(
@@ -1134,10 +1578,8 @@ mod tests {
             n("status=M Thu Aug 04 15:29:45 PDT 2005"),
             "status=M <date>"
         );
-        assert_eq!(
-            n("Date: Sat, 21 Nov 2026 10:00:00 GMT"),
-            "Date: Sat, <date>"
-        );
+        // The RFC 1123 weekday is part of the date (issue 12 §2; was `Sat, <date>`).
+        assert_eq!(n("Date: Sat, 21 Nov 2026 10:00:00 GMT"), "Date: <date>");
         // A month name alone is a word.
         assert_eq!(n("May I help"), "May I help");
     }

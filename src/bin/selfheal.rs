@@ -51,6 +51,21 @@ enum Command {
     ///
     /// In: {"message": "..."} per line. Out: {"normalized": "..."}.
     Normalize,
+    /// Group events with the merge stage (selfheal::grouping): events whose normalized messages
+    /// share a shape and differ only in varying positions join one group, never across script,
+    /// exception type, top frame (route when there is none) and status class.
+    ///
+    /// In: JSON Lines, {"message": "...", "exception_type"?, "script"?, "route"?, "top_frame"?,
+    /// "status_class"?}. After reading all input, out: one {"group": "<key>", "fingerprint":
+    /// "<32 hex>"} per valid input line, in input order; the key is the fingerprint of the
+    /// group's first member. A malformed line is reported on stderr with its line number and
+    /// skipped; blank lines are ignored; exit code 1 when any line was skipped. `--stats` prints
+    /// lines, groups and seconds on stderr.
+    Group {
+        /// Print "N events, G groups, S s" on stderr.
+        #[arg(long)]
+        stats: bool,
+    },
     /// Run the tail Worker's pipeline on one TraceItem and print its fingerprint.
     ///
     /// In: one TraceItem (the JSON the runtime passes to a tail handler) per line.
@@ -727,6 +742,60 @@ fn fingerprint(line: &str, cfg: &PipelineConfig, now_ms: i64) -> Value {
     }
 }
 
+/// `selfheal group`: reads every stdin line, then writes one group line per valid input line.
+fn group(stats: bool) -> std::io::Result<ExitCode> {
+    use selfheal::grouping::{GroupInput, MinerConfig, group_events};
+    let started = std::time::Instant::now();
+    let mut inputs = Vec::new();
+    let mut skipped = 0usize;
+    let mut err = std::io::stderr().lock();
+    for (i, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+        let line = line?;
+        let parsed = std::str::from_utf8(&line)
+            .map_err(|e| format!("line is not UTF-8: {e}"))
+            .and_then(|text| {
+                let text = text.trim_end_matches('\r');
+                if text.trim().is_empty() {
+                    Ok(None)
+                } else {
+                    GroupInput::parse(text).map(Some)
+                }
+            });
+        match parsed {
+            Ok(Some(input)) => inputs.push(input),
+            Ok(None) => {}
+            Err(e) => {
+                skipped += 1;
+                writeln!(err, "selfheal group: line {}: {e} (skipped)", i + 1)?;
+            }
+        }
+    }
+    let grouped = group_events(&inputs, &MinerConfig::default());
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for g in &grouped {
+        serde_json::to_writer(&mut out, g)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    if stats {
+        let mut groups: Vec<&str> = grouped.iter().map(|g| g.group.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        writeln!(
+            err,
+            "selfheal group: {} events, {} groups, {:.3} s",
+            grouped.len(),
+            groups.len(),
+            started.elapsed().as_secs_f64()
+        )?;
+    }
+    if skipped > 0 {
+        writeln!(err, "selfheal group: {skipped} malformed line(s) skipped")?;
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -738,6 +807,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Scrub => each_line(scrub).map_err(io)?,
         Command::Normalize => each_line(normalize).map_err(io)?,
+        Command::Group { stats } => return group(stats).map_err(io),
         Command::Fingerprint { pipeline } => {
             let cfg = pipeline.config()?;
             let now = now_ms();

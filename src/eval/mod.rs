@@ -7,7 +7,9 @@
 //! [`crate::stack::parse_stack`]).
 //!
 //! - [`scrub`]: recall and precision of scrubbing on gitleaks, detect-secrets and presidio rows.
-//! - [`grouping`]: Grouping Accuracy on Loghub-2k next to Drain's published figure.
+//! - [`grouping`]: Grouping Accuracy of the fingerprint and of the merge stage
+//!   ([`crate::grouping`]) on Loghub-2k next to Drain's and Brain's published figures, and on the
+//!   JavaScript corpus of V8 error messages (`tests/fixtures/js-errors`).
 //! - [`stacks`]: exact frames on error-stack-parser's fixtures and workerd's tail exceptions.
 
 use std::path::{Path, PathBuf};
