@@ -437,13 +437,18 @@ fn item_timestamp(item: &TraceItem, now_ms: i64) -> i64 {
         .unwrap_or(now_ms)
 }
 
-/// The runtime gives `null` locally; fall back to the configured name.
+/// The script's identity: the runtime's `scriptName`; when it gives none (always so under
+/// `wrangler dev`), the request's host and port ([`crate::route::script_host`]), so two local
+/// producers never meet under one name; the configured `SELFHEAL_SCRIPT_NAME` only as the last
+/// resort (events without a request: scheduled, queue, …).
 fn script_name(item: &TraceItem, cfg: &PipelineConfig) -> String {
-    item.script_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&cfg.fallback_script_name)
-        .to_string()
+    if let Some(name) = item.script_name.as_deref().filter(|s| !s.is_empty()) {
+        return name.to_string();
+    }
+    item.request()
+        .and_then(|r| r.url.as_deref())
+        .and_then(crate::route::script_host)
+        .unwrap_or_else(|| cfg.fallback_script_name.clone())
 }
 
 /// Arguments of a `console.*` call joined by spaces, without the `"[name]"` first argument that a

@@ -50,6 +50,29 @@ pub fn route_pattern(url: &str) -> String {
 }
 
 /// The path part of `url`: after the authority, before `?`/`#`.
+/// Longest host name kept as a script identity, bytes.
+pub const MAX_SCRIPT_HOST_BYTES: usize = 100;
+
+/// The authority of an absolute URL as a script identity: its host, lowercased, with the port
+/// when one is given (`api.example.com`, `127.0.0.1:8787`), or None when the URL has no
+/// authority, carries user info, or the host has characters a DNS name or address does not.
+/// Used when the runtime reports no script name (always so under `wrangler dev`): two producers
+/// on two ports stay two scripts instead of meeting under one configured name.
+pub fn script_host(url: &str) -> Option<String> {
+    let pos = url
+        .find("://")
+        .filter(|&p| is_scheme(url.get(..p).unwrap_or("")))?;
+    let rest = url.get(pos + 3..)?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') || authority.len() > MAX_SCRIPT_HOST_BYTES {
+        return None;
+    }
+    authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        .then(|| authority.to_ascii_lowercase())
+}
+
 fn path_of(url: &str) -> &str {
     let after_authority = if let Some(pos) = url
         .find("://")
@@ -161,6 +184,41 @@ fn is_date(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::route_pattern as r;
+
+    #[test]
+    fn a_script_host_is_the_urls_authority_or_nothing() {
+        use super::script_host;
+        assert_eq!(
+            script_host("https://API.example.com/users/1?x=1").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            script_host("http://127.0.0.1:8787/").as_deref(),
+            Some("127.0.0.1:8787")
+        );
+        assert_eq!(
+            script_host("http://[::1]:8788/a").as_deref(),
+            Some("[::1]:8788")
+        );
+        assert_eq!(
+            script_host("http://localhost:8787").as_deref(),
+            Some("localhost:8787")
+        );
+        for bad in [
+            "/users/1",
+            "",
+            "https://user:pw@example.com/",
+            "not a url",
+            "https:///x",
+            "http://ex ample.com/",
+        ] {
+            assert_eq!(script_host(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            script_host(&format!("https://{}.com/", "a".repeat(200))),
+            None
+        );
+    }
 
     #[test]
     fn absolute_and_bare() {
