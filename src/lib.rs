@@ -14,7 +14,6 @@ pub mod fingerprint;
 #[cfg(feature = "cli")]
 pub mod fixer;
 pub mod github;
-pub mod grouping;
 pub mod handover;
 pub mod intake;
 pub mod normalize;

@@ -688,6 +688,6 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
     }
 }
 
-fn json_error(status: u16, message: &str) -> worker::Result<Response> {
+pub(super) fn json_error(status: u16, message: &str) -> worker::Result<Response> {
     Ok(Response::from_json(&json!({ "error": message }))?.with_status(status))
 }

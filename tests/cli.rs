@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use selfheal::config::PipelineConfig;
 use selfheal::event::{Verdict, process_item};
@@ -13,27 +12,13 @@ use selfheal::normalize::normalize_message;
 use selfheal::trace::TraceItem;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_selfheal");
 const LABELLED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/trace-items/labelled.json"
 );
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn selfheal");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    common::run_selfheal(args, stdin)
 }
 
 fn lines(out: &Output) -> Vec<Value> {

@@ -1,30 +1,16 @@
 //! `selfheal group` run as a user runs it: JSON Lines in, one `{"group", "fingerprint"}` line per
 //! valid input line in input order, malformed lines reported by number and skipped (exit 1), and
-//! the same result as the library's [`selfheal::grouping::group_events`].
+//! the same result as the library's [`selfheal::signal::grouping::group_events`].
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use selfheal::grouping::{GroupInput, MinerConfig, group_events};
+use selfheal::signal::grouping::{GroupInput, MinerConfig, group_events};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_selfheal");
+mod common;
 
 fn run(stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("group")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn selfheal");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    common::run_selfheal(&["group"], stdin)
 }
 
 fn out_lines(out: &Output) -> Vec<Value> {

@@ -1,5 +1,5 @@
 //! Grouping Accuracy on Loghub-2k of `normalize_message` alone and of the merge stage
-//! (`selfheal::grouping`) on top of it, through [`selfheal::eval::grouping`] — the same code
+//! (`selfheal::signal::grouping`) on top of it, through [`selfheal::eval::grouping`] — the same code
 //! `selfheal eval` prints. Skips (and passes) when the corpora are absent.
 //!
 //! The merge stage is at or above Drain's published GA on all 16 systems (asserted); the issue's

@@ -28,6 +28,7 @@ import { readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT, d1, sleep, startStack, until } from "../../scripts/lib/stack.mjs";
 import { traceItem } from "../../scripts/lib/traceitems.mjs";
+import { rng } from "../workerd/batches.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -45,18 +46,6 @@ const BURST = Number(opt.burst);
 const SCRIPTS = 10;
 const FINGERPRINTS = 200; // distinct bugs across the scripts
 const WORDS = ["cart", "price", "session", "invoice", "token", "quota", "render", "sync", "export", "import"];
-
-/** Deterministic pseudo-random in [0, 1) (mulberry32). */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The k-th bug: its script, route and error (Zipf-like popularity comes from the draw). */
 function bug(k) {

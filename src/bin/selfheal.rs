@@ -51,7 +51,7 @@ enum Command {
     ///
     /// In: {"message": "..."} per line. Out: {"normalized": "..."}.
     Normalize,
-    /// Group events with the merge stage (selfheal::grouping): events whose normalized messages
+    /// Group events with the merge stage (selfheal::signal::grouping): events whose normalized messages
     /// share a shape and differ only in varying positions join one group, never across script,
     /// exception type, top frame (route when there is none) and status class.
     ///
@@ -744,7 +744,7 @@ fn fingerprint(line: &str, cfg: &PipelineConfig, now_ms: i64) -> Value {
 
 /// `selfheal group`: reads every stdin line, then writes one group line per valid input line.
 fn group(stats: bool) -> std::io::Result<ExitCode> {
-    use selfheal::grouping::{GroupInput, MinerConfig, group_events};
+    use selfheal::signal::grouping::{GroupInput, MinerConfig, group_events};
     let started = std::time::Instant::now();
     let mut inputs = Vec::new();
     let mut skipped = 0usize;

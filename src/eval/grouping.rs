@@ -4,7 +4,7 @@
 //! Two groupings are measured. **Fingerprint**: lines grouped by the normalized message the tail
 //! Worker computes ([`normalize_message`]); two lines are in one group when their normalized
 //! messages are equal. **Merge stage**: those normalized messages grouped by
-//! [`crate::grouping::assign_groups`] with [`MinerConfig::default`] (one bucket per system: Loghub
+//! [`crate::signal::grouping::assign_groups`] with [`MinerConfig::default`] (one bucket per system: Loghub
 //! lines carry no script, exception type or frame). The goals apply to the merge stage.
 //! GA follows logparser's `evaluator.get_accuracy` (He et al., "Tools and Benchmarks for Automated
 //! Log Parsing", ICSE-SEIP 2019): a line is correct only when its predicted group holds exactly the
@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{EvalError, read_jsonl, read_text, str_at};
-use crate::grouping::{BucketKey, GroupInput, MinerConfig, assign_groups, group_events};
 use crate::normalize::normalize_message;
+use crate::signal::grouping::{BucketKey, GroupInput, MinerConfig, assign_groups, group_events};
 
 /// The 16 Loghub systems, in report order.
 pub const SYSTEMS: [&str; 16] = [
@@ -95,7 +95,7 @@ pub struct GroupingEval {
 pub const JS_GOAL: f64 = 0.98;
 
 /// GA on the JavaScript corpus of V8 runtime error messages, on both sides of the identifier
-/// rule. Each line is grouped through [`crate::grouping::group_events`] with its exception type
+/// rule. Each line is grouped through [`crate::signal::grouping::group_events`] with its exception type
 /// and route (no frame: the hardest case, every template of one exception type in one bucket).
 #[derive(Debug, Clone, Serialize)]
 pub struct JsGa {
@@ -497,7 +497,7 @@ impl GroupingEval {
         );
         o += &format!(
             "merge stage at or above Drain on {}/{} systems (fingerprint alone: {}/{})\n\
-             merged: the merge stage (selfheal::grouping, Drain tree + Brain-style frequency split) \
+             merged: the merge stage (selfheal::signal::grouping, Drain tree + Brain-style frequency split) \
              over the normalized messages; fp: the fingerprint's normalized message alone\n\
              [1] dataset-specific: Drain's per-system benchmark regexes applied before normalizing; \
              not in the product\n\

@@ -8,7 +8,7 @@
 //!
 //! - [`scrub`]: recall and precision of scrubbing on gitleaks, detect-secrets and presidio rows.
 //! - [`grouping`]: Grouping Accuracy of the fingerprint and of the merge stage
-//!   ([`crate::grouping`]) on Loghub-2k next to Drain's and Brain's published figures, and on the
+//!   ([`crate::signal::grouping`]) on Loghub-2k next to Drain's and Brain's published figures, and on the
 //!   JavaScript corpus of V8 error messages (`tests/fixtures/js-errors`).
 //! - [`stacks`]: exact frames on error-stack-parser's fixtures and workerd's tail exceptions.
 

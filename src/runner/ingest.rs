@@ -50,15 +50,10 @@ pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response
             .await?;
             let now = workers::now_ms();
             let nonce = workers::random_uuid()?;
-            let policy = IngestPolicy {
-                max_new_incidents_per_hour: workers::var(
-                    env,
-                    "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR",
-                )
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(IngestPolicy::default().max_new_incidents_per_hour),
-                ..Default::default()
-            };
+            let policy = IngestPolicy::from_var(
+                workers::var(env, "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR").as_deref(),
+            )
+            .map_err(GlueError::Config)?;
             let (stmts, unreadable) =
                 ingest::replay_statements(&rows, &nonce, now, &utc_day(now), policy);
             if !stmts.is_empty() {
@@ -75,9 +70,9 @@ pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response
                 "left": left.first().and_then(|r| r["n"].as_i64()).unwrap_or(0),
             }))?))
         }
-        "/api/ingest/dead" | "/api/ingest/dead/replay" => Ok(Some(
-            Response::from_json(&json!({ "error": "method not allowed" }))?.with_status(405),
-        )),
+        "/api/ingest/dead" | "/api/ingest/dead/replay" => {
+            Ok(Some(super::json_error(405, "method not allowed")?))
+        }
         _ => Ok(None),
     }
 }

@@ -20,9 +20,7 @@ struct StatusRow {
 }
 
 fn error(status: u16, message: &str) -> Result<Option<Response>, GlueError> {
-    Ok(Some(
-        Response::from_json(&json!({ "error": message }))?.with_status(status),
-    ))
+    Ok(Some(super::json_error(status, message)?))
 }
 
 /// The operator endpoints; `None` when `path` is not one of them.

@@ -1,5 +1,6 @@
-//! Signal: which incidents are worth an agent.
+//! Signal: which incidents are one bug, and which are worth an agent.
 //!
+//! - [`grouping`]: the merge stage that groups incidents whose messages differ only in values.
 //! - [`rates`]: traffic counted in the tail Worker's isolate (the denominator of every rate).
 //! - [`gate`]: the pure decision (`ticket | watch | external | suppressed`) with its figures.
 //! - [`stats`]: the tests it rests on.
@@ -10,6 +11,7 @@
 //! - `replay` (native): recorded TraceItems through the pipeline and the cron on SQLite.
 
 pub mod gate;
+pub mod grouping;
 pub mod rates;
 #[cfg(feature = "cli")]
 pub mod replay;

@@ -69,6 +69,25 @@ pub struct IngestPolicy {
     pub max_new_incidents_per_hour: u32,
 }
 
+impl IngestPolicy {
+    /// The policy from `SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR` (None or blank: the default).
+    ///
+    /// # Errors
+    /// A message naming the variable when it is not a whole number.
+    pub fn from_var(max_new_incidents_per_hour: Option<&str>) -> Result<Self, String> {
+        let mut p = IngestPolicy::default();
+        if let Some(v) = max_new_incidents_per_hour
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            p.max_new_incidents_per_hour = v.parse().map_err(|_| {
+                format!("SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR={v:?}: expected a whole number ≥ 0")
+            })?;
+        }
+        Ok(p)
+    }
+}
+
 impl Default for IngestPolicy {
     fn default() -> Self {
         IngestPolicy {

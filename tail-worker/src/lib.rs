@@ -26,7 +26,7 @@ use selfheal::config::PipelineConfig;
 use selfheal::event::process_batch_observed;
 use selfheal::signal::rates::{FlushPolicy, TrafficAggregator, batch_hash};
 use selfheal::storage::ingest::{self, IngestMessage, IngestPolicy, WriteCounts};
-use selfheal::store::{SamplePolicy, Statement, flush_statements, ingest_statements, utc_day};
+use selfheal::store::{Statement, flush_statements, ingest_statements, utc_day};
 use selfheal::workers::{self, DB_BINDING, GlueError};
 use wasm_bindgen::prelude::*;
 use worker::{Env, console_error, console_log};
@@ -86,14 +86,9 @@ fn config(env: &Env) -> Result<&'static Settings, GlueError> {
                 })?;
                 flush.max_age_ms = i64::from(secs) * 1000;
             }
-            let ingest = IngestPolicy {
-                sample: SamplePolicy::default(),
-                max_new_incidents_per_hour: num_var(
-                    env,
-                    "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR",
-                    IngestPolicy::default().max_new_incidents_per_hour,
-                )?,
-            };
+            let ingest = IngestPolicy::from_var(
+                workers::var(env, "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR").as_deref(),
+            )?;
             Ok(Settings {
                 pipeline: cfg,
                 flush,

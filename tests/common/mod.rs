@@ -1,7 +1,9 @@
 //! Helpers shared by the native integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 /// Path of a file or folder in the public corpora of `../shared/data/` (beside the repository),
 /// or `None` when the folder is absent (a clone without `../shared`).
@@ -28,4 +30,22 @@ pub fn shared_data_or_skip(rel: &str, suite: &str) -> Option<PathBuf> {
 /// read or a line that does not parse fails the test with its path and line number.
 pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
     selfheal::eval::read_jsonl(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs the `selfheal` binary with `args`, `stdin` on its standard input; its output and status.
+pub fn run_selfheal(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn selfheal");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
 }
