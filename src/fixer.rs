@@ -541,6 +541,21 @@ fn timed<T>(report: &mut FixReport, phase: &str, start: Instant, v: T) -> T {
 }
 
 /// Prepare, agent, verify, publish. `Ok(pr_url)` or why the run failed.
+/// The run's branch: the task's `bounds.branch` (attempt n > 1 has its own) when it is a
+/// `selfheal/<incident>…` name of safe characters, else `selfheal/<incident>`.
+fn run_branch(run: &LeasedRun) -> String {
+    let own = format!("selfheal/{}", run.incident_id);
+    serde_json::from_str::<serde_json::Value>(&run.task)
+        .ok()
+        .and_then(|t| t.pointer("/bounds/branch")?.as_str().map(str::to_string))
+        .filter(|b| {
+            (b == &own || b.starts_with(&format!("{own}-")))
+                && b.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_'))
+        })
+        .unwrap_or(own)
+}
+
 fn attempt(
     cfg: &FixerConfig,
     api: &Api<'_>,
@@ -552,7 +567,7 @@ fn attempt(
 ) -> Result<String, Rejected> {
     let reject = |e: FixError| Rejected(e.0);
     let repo = &cfg.repo_dir;
-    let branch = format!("selfheal/{}", run.incident_id);
+    let branch = run_branch(run);
 
     // 1. Prepare.
     let t = Instant::now();

@@ -234,6 +234,12 @@ pub fn comment_marker(run_id: i64, state: &str) -> String {
     format!("<!-- selfheal:run={run_id}:{state} -->")
 }
 
+/// The last line of the comment announcing lifecycle history row `history_id`:
+/// `<!-- selfheal:history=<id> -->` (looked up before a lost comment is sent again).
+pub fn history_marker(history_id: i64) -> String {
+    format!("<!-- selfheal:history={history_id} -->")
+}
+
 /// Whether a comment list (`[{body}, ...]`) holds a comment whose **last** line is `marker`
 /// (where selfheal puts it, after any fenced untrusted text; a marker quoted inside never counts).
 pub fn has_marked_comment(body: &str, marker: &str) -> bool {
@@ -289,6 +295,32 @@ pub fn find_pull(repo: &Repo, branch: &str) -> Request {
             "/repos/{}/pulls?head={}&state=all&per_page=10",
             repo.full_name,
             query_escape(&format!("{}:{branch}", repo.owner()))
+        ),
+        None,
+    )
+}
+
+/// `GET /repos/{repo}/pulls/{number}` ("Get a pull request"): its `state` (`open`/`closed`),
+/// `merged`, `merge_commit_sha` and `merged_at`, read by the cron to follow a draft PR to its merge.
+pub fn get_pull(repo: &Repo, number: u64) -> Request {
+    Request::new(
+        repo,
+        "GET",
+        &format!("/repos/{}/pulls/{number}", repo.full_name),
+        None,
+    )
+}
+
+/// `GET /repos/{repo}/issues/{number}/timeline` ("List timeline events for an issue", newest 100):
+/// the `cross-referenced` / `connected` events that link the pull request Copilot opened from the
+/// issue.
+pub fn issue_timeline(repo: &Repo, number: u64) -> Request {
+    Request::new(
+        repo,
+        "GET",
+        &format!(
+            "/repos/{}/issues/{number}/timeline?per_page=100",
+            repo.full_name
         ),
         None,
     )

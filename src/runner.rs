@@ -56,6 +56,7 @@ use crate::store::{
     SELECT_TICKET, TicketRow, utc_day,
 };
 use crate::ticket::{self, FixJob};
+use crate::tracking::lifecycle::AttemptSummary;
 use crate::workers::{self, DB_BINDING, GlueError, sql, sql_with};
 
 /// Default daily cap on fix attempts when `SELFHEAL_DAILY_CAP` is unset.
@@ -128,6 +129,7 @@ async fn claim(db: &worker::D1Database, job: &FixJob, cap: u32) -> Result<ClaimO
         &[
             sql_with(SELECT_JOB_SOURCE, vec![job.incident_id.into()]),
             sql_with(SELECT_TICKET, vec![job.ticket_id.into()]),
+            sql_with(store::SELECT_ATTEMPTS, vec![job.incident_id.into()]),
         ],
     )
     .await?;
@@ -147,12 +149,23 @@ async fn claim(db: &worker::D1Database, job: &FixJob, cap: u32) -> Result<ClaimO
             "incident or ticket not found".into(),
         ));
     };
-    let task = ticket::task(&incident, &ticket_row).to_string();
+    let earlier: Vec<AttemptSummary> = reads
+        .get(2)
+        .map(workers::rows::<AttemptSummary>)
+        .transpose()?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.attempt < job.attempt)
+        .collect();
+    let task = ticket::task_for_attempt(&incident, &ticket_row, job.attempt, &earlier).to_string();
     let now = workers::now_ms();
     let stmts = store::claim_statements(
-        incident.id,
-        ticket_row.id,
-        &incident.fingerprint,
+        &FixJob::attempt(
+            incident.id,
+            ticket_row.id,
+            incident.fingerprint.clone(),
+            job.attempt,
+        ),
         &task,
         &utc_day(now),
         cap,
@@ -248,7 +261,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         Vec::new()
     };
     let routed = match ingest::api(&env, &path, &req).await {
-        Ok(None) => operator::api(&env, &path, &req).await,
+        Ok(None) => operator::api(&env, &path, &req, &body).await,
         other => other,
     };
     match routed {
@@ -655,6 +668,10 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                         result,
                         now,
                     )];
+                    // The lifecycle: the incident follows its run (only when the finish matched).
+                    stmts.extend(crate::tracking::follow::result_statements(
+                        run_id, &b.outcome, now,
+                    ));
                     if b.outcome == "failed" {
                         let hours = workers::var(env, "SELFHEAL_COOLDOWN_HOURS")
                             .and_then(|h| h.trim().parse::<i64>().ok())

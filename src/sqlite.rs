@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_history.sql",
         include_str!("../migrations/0008_history.sql"),
     ),
+    (
+        "0009_lifecycle.sql",
+        include_str!("../migrations/0009_lifecycle.sql"),
+    ),
 ];
 
 /// A database with every migration applied.

@@ -389,6 +389,19 @@ pub fn insert_ticket_of_kind(
     )
 }
 
+/// The history row of an incident getting its ticket (`ticket_opened`, actor `cron`): written only
+/// while the incident is not linked yet, so it rides before [`link_ticket`] in the same batch and a
+/// racing run that created nothing writes nothing.
+pub fn ticket_history(incident_id: i64, now_ms: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO incident_history (incident_id, at, from_status, to_status, actor, why, figures) \
+         SELECT i.id, ?2, i.status, 'ticketed', 'cron', 'ticket_opened', \
+         json_object('event', 'ticket_opened', 'ticket_id', t.id, 'kind', t.kind) \
+         FROM ops_incidents i JOIN tickets t ON t.incident_id = i.id WHERE i.id = ?1 AND i.ticket_id IS NULL",
+        vec![incident_id.into(), now_ms.into()],
+    )
+}
+
 /// Links an incident to its ticket (idempotent; whichever run inserted the ticket).
 pub fn link_ticket(incident_id: i64, now_ms: i64) -> Statement {
     Statement::new(
@@ -408,12 +421,12 @@ pub fn mark_queued(ticket_id: i64, now_ms: i64) -> Statement {
 }
 
 /// Tickets whose job was never sent (a crash between insert and send): created before `?1`.
-pub const SELECT_UNQUEUED_TICKETS: &str = "SELECT t.id AS ticket_id, t.incident_id, t.fingerprint FROM tickets t \
+pub const SELECT_UNQUEUED_TICKETS: &str = "SELECT t.id AS ticket_id, t.incident_id, t.fingerprint, t.attempt FROM tickets t \
 WHERE t.queued_at IS NULL AND t.kind = 'fix' AND t.created_at < ?1 ORDER BY t.id LIMIT 100";
 
 /// Deferred runs whose deferral day `?1` (today, UTC) has passed: their job is sent again.
 /// Most important first (the gate's priority), so the day's cap goes to them.
-pub const SELECT_DEFERRED_DUE: &str = "SELECT r.ticket_id, r.incident_id, r.fingerprint FROM fix_runs r \
+pub const SELECT_DEFERRED_DUE: &str = "SELECT r.ticket_id, r.incident_id, r.fingerprint, r.attempt FROM fix_runs r \
 JOIN ops_incidents i ON i.id = r.incident_id WHERE r.state = 'deferred' AND r.deferred_day < ?1 \
 ORDER BY coalesce(i.gate_priority, 0) DESC, r.id LIMIT 100";
 
@@ -464,31 +477,53 @@ pub struct TrackerChange {
     pub ticket_id: i64,
     /// Issue number on the tracker.
     pub external_number: i64,
-    /// `run` (comment on `state`) or `issue` (set the issue to `state`: `open` | `closed`).
+    /// `run` (comment on `state`), `history` (comment a lifecycle change: `state` is the new
+    /// status, `run_id` the history row's id) or `issue` (set the issue to `state`: `open` |
+    /// `closed`).
     pub kind: String,
     /// The run's state, or the issue state to set.
     pub state: String,
-    /// `fix_runs.id` for `run` changes.
+    /// `fix_runs.id` for `run` changes; `incident_history.id` for `history` ones.
     pub run_id: Option<i64>,
     /// The draft PR of a `pr_opened` run.
     #[serde(default)]
     pub pr_url: Option<String>,
-    /// The fixer's reason for a `failed` run (untrusted: rendered fenced).
+    /// The fixer's reason for a `failed` run (untrusted: rendered fenced); for `history`, the
+    /// row's figures (JSON).
     #[serde(default)]
     pub detail: Option<String>,
+    /// For `history`: the row's reason code (`verified`, `recurred`, …).
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
-/// Pending tracker changes, oldest first, `?1` = limit: run-state comments, then closes of
-/// resolved incidents and reopens of regressed ones.
-pub const SELECT_TRACKER_CHANGES: &str = "SELECT * FROM (\
+/// Pending tracker changes, oldest first, `?1` = limit; per ticket: run-state comments, then one
+/// comment per lifecycle history row (with its figures), then the close of a resolved incident's
+/// issue or the reopen of one that is no longer resolved (regressed, a new attempt).
+pub const SELECT_TRACKER_CHANGES: &str = "SELECT ticket_id, external_number, kind, state, run_id, pr_url, detail, why FROM (\
 SELECT t.id AS ticket_id, t.external_number, 'run' AS kind, r.state AS state, r.id AS run_id, r.pr_url AS pr_url, \
-CASE WHEN json_valid(r.result) THEN json_extract(r.result, '$.reason') END AS detail FROM fix_runs r \
+CASE WHEN json_valid(r.result) THEN json_extract(r.result, '$.reason') END AS detail, NULL AS why, 0 AS ord FROM fix_runs r \
 JOIN tickets t ON t.id = r.ticket_id WHERE t.external_number IS NOT NULL AND r.state IS NOT COALESCE(r.notified_state, '') \
 UNION ALL \
-SELECT t.id, t.external_number, 'issue', CASE i.status WHEN 'resolved' THEN 'closed' ELSE 'open' END, NULL, NULL, NULL \
+SELECT t.id, t.external_number, 'history', h.to_status, h.id, NULL, h.figures, h.why, 1 \
+FROM incident_history h JOIN tickets t ON t.incident_id = h.incident_id WHERE t.external_number IS NOT NULL \
+AND h.notified_at IS NULL AND h.at >= t.created_at AND h.why IN ('pr_merged', 'pr_closed', 'release_seen', 'verified', 'recurred', 'inactive', \
+'occurred_after_resolve', 'attempt_queued', 'attempts_exhausted', 'operator_resolve', 'operator_ignore', 'operator_reopen', \
+'operator_retry', 'escalating') \
+UNION ALL \
+SELECT t.id, t.external_number, 'issue', CASE i.status WHEN 'resolved' THEN 'closed' ELSE 'open' END, NULL, NULL, NULL, NULL, 2 \
 FROM tickets t JOIN ops_incidents i ON i.id = t.incident_id WHERE t.external_number IS NOT NULL \
-AND ((i.status = 'resolved' AND t.external_state = 'open') OR (i.status = 'regressed' AND t.external_state = 'closed'))\
-) ORDER BY ticket_id LIMIT ?1";
+AND ((i.status = 'resolved' AND t.external_state = 'open') \
+  OR (i.status NOT IN ('resolved', 'ignored') AND t.external_state = 'closed'))\
+) ORDER BY ticket_id, ord, run_id LIMIT ?1";
+
+/// Records that history row `history_id` was commented on the tracker.
+pub fn mark_history_notified(history_id: i64, now_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE incident_history SET notified_at = ?2 WHERE id = ?1",
+        vec![history_id.into(), now_ms.into()],
+    )
+}
 
 /// Records that run `run_id`'s state `state` was announced.
 pub fn mark_notified(run_id: i64, state: &str) -> Statement {
@@ -635,35 +670,37 @@ pub const SELECT_JOB_SOURCE: &str = concat!(
 /// Ticket by id.
 pub const SELECT_TICKET: &str = "SELECT id, incident_id, fingerprint, title, body, state, created_at, queued_at FROM tickets WHERE id = ?1";
 
-/// The claim of one fix job, to run as one D1 `batch()` (one transaction). In order:
-/// 0. insert the run as `claimed` unless the incident has one (`RETURNING id` only when new);
+/// The claim of one fix job (attempt `job.attempt` of the incident), to run as one D1 `batch()` (one
+/// transaction). In order:
+/// 0. insert the run as `claimed` unless the incident has one for this attempt (`RETURNING id`
+///    only when new: `UNIQUE (incident_id, attempt)` is the guarantee);
 /// 1. ensure today's budget row with the configured cap;
 /// 2. take a unit: `claimed`/`deferred` → `ready` when `used < cap` (the trigger increments `used`);
 /// 3. otherwise `claimed`/`deferred` → `deferred` with today's date;
-/// 4. mark the incident `claimed`;
-/// 5. read the run back (state after the transaction).
+/// 4. its history row, 5. mark the incident `claimed` (from open, ticketed or regressed);
+/// 6. read the run back (state after the transaction).
 ///
 /// A redelivered message changes nothing for a `ready` run; for a `deferred` one it retries the cap,
 /// which is how a deferred run goes ahead on a later UTC day.
 pub fn claim_statements(
-    incident_id: i64,
-    ticket_id: i64,
-    fingerprint: &str,
+    job: &crate::ticket::FixJob,
     task_json: &str,
     day: &str,
     cap: u32,
     now_ms: i64,
 ) -> Vec<Statement> {
+    let (incident_id, ticket_id, attempt) = (job.incident_id, job.ticket_id, job.attempt);
     vec![
         Statement::new(
-            "INSERT INTO fix_runs (incident_id, ticket_id, fingerprint, state, task, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, 'claimed', ?4, ?5, ?5) ON CONFLICT (incident_id) DO NOTHING RETURNING id",
+            "INSERT INTO fix_runs (incident_id, ticket_id, fingerprint, state, task, created_at, updated_at, attempt) \
+             VALUES (?1, ?2, ?3, 'claimed', ?4, ?5, ?5, ?6) ON CONFLICT (incident_id, attempt) DO NOTHING RETURNING id",
             vec![
                 incident_id.into(),
                 ticket_id.into(),
-                fingerprint.into(),
+                job.fingerprint.as_str().into(),
                 task_json.into(),
                 now_ms.into(),
+                i64::from(attempt).into(),
             ],
         ),
         Statement::new(
@@ -672,31 +709,56 @@ pub fn claim_statements(
         ),
         Statement::new(
             "UPDATE fix_runs SET state = 'ready', budget_day = ?2, updated_at = ?3 \
-             WHERE incident_id = ?1 AND state IN ('claimed', 'deferred') \
+             WHERE incident_id = ?1 AND attempt = ?4 AND state IN ('claimed', 'deferred') \
              AND (SELECT used < cap FROM fix_budget WHERE day = ?2)",
-            vec![incident_id.into(), day.into(), now_ms.into()],
+            vec![
+                incident_id.into(),
+                day.into(),
+                now_ms.into(),
+                i64::from(attempt).into(),
+            ],
         ),
         Statement::new(
             "UPDATE fix_runs SET state = 'deferred', deferred_day = ?2, updated_at = ?3 \
-             WHERE incident_id = ?1 AND state IN ('claimed', 'deferred')",
-            vec![incident_id.into(), day.into(), now_ms.into()],
+             WHERE incident_id = ?1 AND attempt = ?4 AND state IN ('claimed', 'deferred')",
+            vec![
+                incident_id.into(),
+                day.into(),
+                now_ms.into(),
+                i64::from(attempt).into(),
+            ],
         ),
         Statement::new(
-            "UPDATE ops_incidents SET status = 'claimed', updated_at = ?2 WHERE id = ?1 AND status IN ('open', 'ticketed')",
+            "INSERT INTO incident_history (incident_id, at, from_status, to_status, actor, why, figures) \
+             SELECT id, ?2, status, 'claimed', 'agent-runner', 'run_claimed', \
+             json_object('event', 'run_claimed', 'attempt', ?3, 'run_state', \
+               (SELECT state FROM fix_runs WHERE incident_id = ?1 AND attempt = ?3)) \
+             FROM ops_incidents WHERE id = ?1 AND status IN ('open', 'ticketed', 'regressed')",
+            vec![incident_id.into(), now_ms.into(), i64::from(attempt).into()],
+        ),
+        Statement::new(
+            "UPDATE ops_incidents SET status = 'claimed', updated_at = ?2 WHERE id = ?1 AND status IN ('open', 'ticketed', 'regressed')",
             vec![incident_id.into(), now_ms.into()],
         ),
         Statement::new(
             "SELECT id, incident_id, ticket_id, fingerprint, state, budget_day, deferred_day, created_at, updated_at \
-             FROM fix_runs WHERE incident_id = ?1",
-            vec![incident_id.into()],
+             FROM fix_runs WHERE incident_id = ?1 AND attempt = ?2",
+            vec![incident_id.into(), i64::from(attempt).into()],
         ),
     ]
 }
 
+/// The attempts an incident's runs made so far, oldest first, as
+/// [`crate::tracking::lifecycle::AttemptSummary`] rows (`ended` is `open` while a run can still
+/// succeed; the diagnosis is the fixer's reported one). `?1` = incident id.
+pub const SELECT_ATTEMPTS: &str = "SELECT attempt, COALESCE(ended, 'open') AS ended, ended_at AS ended_at_ms, pr_url, \
+CASE WHEN json_valid(result) THEN COALESCE(json_extract(result, '$.diagnosis'), json_extract(result, '$.reason')) END AS diagnosis \
+FROM fix_runs WHERE incident_id = ?1 ORDER BY attempt";
+
 /// Index of the statement in [`claim_statements`] whose rows say whether the claim was new.
 pub const CLAIM_INSERT_INDEX: usize = 0;
 /// Index of the statement in [`claim_statements`] that reads the run back.
-pub const CLAIM_READBACK_INDEX: usize = 5;
+pub const CLAIM_READBACK_INDEX: usize = 6;
 
 // ---------------------------------------------------------------------------------------------
 // HTTP API reads.

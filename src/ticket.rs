@@ -407,6 +407,59 @@ pub fn run_comment(run_id: i64, state: &str, detail: Option<&str>, link: Option<
     md
 }
 
+/// The tracker comment of one lifecycle change (an `incident_history` row: its reason code `why`,
+/// the new status and its figures as JSON). Figures are rendered as a table of one-line cells (a
+/// release name or a PR link comes from outside: never markdown).
+pub fn history_comment(why: &str, to_status: &str, figures: Option<&str>) -> String {
+    let headline = match why {
+        "pr_merged" => "the draft PR was merged; waiting for a release that carries it",
+        "pr_closed" => "the draft PR was closed without merge; this attempt ended",
+        "release_seen" => "a release after the merge is live; verifying it on production traffic",
+        "verified" => {
+            "**verified in production**: the release served enough requests on the route to show the failure with 99% probability, and none came"
+        }
+        "recurred" => "the failure **recurred on the release with the fix**: the fix did not hold",
+        "inactive" => "resolved as inactive: no occurrence for the configured quiet period",
+        "occurred_after_resolve" => "it occurred again after it was resolved",
+        "attempt_queued" => "a new fix attempt is queued",
+        "attempts_exhausted" => {
+            "no further fix attempt: the maximum was reached; a person decides (`selfheal retry`)"
+        }
+        "escalating" => "it is escalating again after being ignored",
+        w if w.starts_with("operator_") => "changed by an operator",
+        _ => "lifecycle change",
+    };
+    let mut md = format!(
+        "selfheal: incident is now **{}** — {headline}.\n",
+        cell(to_status)
+    );
+    let fields = figures
+        .and_then(|f| serde_json::from_str::<Value>(f).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let rows: Vec<String> = fields
+        .iter()
+        .filter(|(k, v)| k.as_str() != "event" && !v.is_null())
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n
+                    .as_f64()
+                    .filter(|f| f.fract() != 0.0)
+                    .map_or_else(|| n.to_string(), |f| format!("{f:.6}")),
+                other => other.to_string(),
+            };
+            format!("| {} | {} |", cell(k), cell(&text))
+        })
+        .collect();
+    if !rows.is_empty() {
+        md.push_str("\n| figure | value |\n|---|---|\n");
+        md.push_str(&rows.join("\n"));
+        md.push('\n');
+    }
+    md
+}
+
 /// What the fixer agent is asked to do (trusted text, written here, never from an event).
 pub const TASK_INSTRUCTIONS: &str = "1. Reproduce: write a test that fails on the current code the way the samples above do.\n\
 2. Fix the cause (not the symptom) with the smallest change that makes that test pass; keep every other test green.\n\
@@ -417,6 +470,58 @@ pub const TASK_INSTRUCTIONS: &str = "1. Reproduce: write a test that fails on th
 /// `{version, kind: "selfheal.fix", incident: {...components and counts}, ticket: {id, title, body_markdown},
 ///   bounds: {draft_pr_only, branch, require_failing_test}, instructions, untrusted_fields: [...]}`.
 pub fn task(incident: &IncidentRow, ticket: &TicketRow) -> Value {
+    task_for_attempt(incident, ticket, 1, &[])
+}
+
+/// The branch of fix attempt `attempt`: `selfheal/<incident>` for the first, then
+/// `selfheal/<incident>-attempt-<n>` (a new attempt never reuses the branch of a closed PR).
+pub fn attempt_branch(incident_id: i64, attempt: u32) -> String {
+    if attempt <= 1 {
+        format!("selfheal/{incident_id}")
+    } else {
+        format!("selfheal/{incident_id}-attempt-{attempt}")
+    }
+}
+
+/// [`task`] for attempt `attempt` (≥ 1) of the incident, carrying what the `earlier` attempts did
+/// (their PR links, diagnoses and why they ended) under `attempts`, so attempt n does not repeat a
+/// fix that did not hold. The earlier diagnoses are the agents' own words: listed in
+/// `untrusted_fields`.
+pub fn task_for_attempt(
+    incident: &IncidentRow,
+    ticket: &TicketRow,
+    attempt: u32,
+    earlier: &[crate::tracking::lifecycle::AttemptSummary],
+) -> Value {
+    let mut task = task_v1(incident, ticket);
+    let earlier: Vec<Value> = earlier
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "ended": a.ended,
+                "ended_at": a.ended_at_ms.map(utc_datetime),
+                "pr_url": a.pr_url,
+                "diagnosis": a.diagnosis.as_deref().map(bounded),
+            })
+        })
+        .collect();
+    task["attempt"] = json!(attempt.max(1));
+    task["bounds"]["branch"] = json!(attempt_branch(incident.id, attempt));
+    if !earlier.is_empty() {
+        task["earlier_attempts"] = json!(earlier);
+        task["instructions"] = json!(format!(
+            "{TASK_INSTRUCTIONS}5. Earlier attempts are listed under `earlier_attempts` (their PRs, diagnoses and why they ended): \
+             do not repeat a fix that did not hold; explain what is different this time.\n"
+        ));
+        if let Some(fields) = task["untrusted_fields"].as_array_mut() {
+            fields.push(json!("earlier_attempts[].diagnosis"));
+        }
+    }
+    task
+}
+
+fn task_v1(incident: &IncidentRow, ticket: &TicketRow) -> Value {
     json!({
         "version": 1,
         "kind": "selfheal.fix",
@@ -461,16 +566,30 @@ pub struct FixJob {
     pub ticket_id: i64,
     /// The incident's fingerprint (for logs).
     pub fingerprint: String,
+    /// The fix attempt this job asks for (`tickets.attempt`; 1 when absent, as in jobs sent before
+    /// attempts existed). `(incident_id, attempt)` is unique among fix runs: a job is claimed once.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl FixJob {
-    /// A version-1 job for an incident's ticket.
+    /// A version-1 job for an incident's ticket, attempt 1.
     pub fn new(incident_id: i64, ticket_id: i64, fingerprint: String) -> Self {
+        FixJob::attempt(incident_id, ticket_id, fingerprint, 1)
+    }
+
+    /// A version-1 job for attempt `attempt` (≥ 1) of an incident's ticket.
+    pub fn attempt(incident_id: i64, ticket_id: i64, fingerprint: String, attempt: u32) -> Self {
         FixJob {
             v: 1,
             incident_id,
             ticket_id,
             fingerprint,
+            attempt: attempt.max(1),
         }
     }
 }

@@ -19,7 +19,7 @@ use selfheal::store::{
     self, EventSample, GatedIncidentRow, IncidentRow, SELECT_JOB_SOURCE, SELECT_TICKET,
     SELECT_TICKET_CANDIDATES, SamplePolicy, Statement, TicketRow,
 };
-use selfheal::ticket;
+use selfheal::ticket::{self, FixJob};
 use selfheal::trace::TraceItem;
 use serde_json::json;
 
@@ -157,9 +157,7 @@ fn storage_per_incident_event_and_occurrence_and_d1_size_at_a_daily_volume() {
             .expect("ticket row");
         let task = ticket::task(&inc, &t).to_string();
         db.batch(&store::claim_statements(
-            inc.id,
-            t.id,
-            &inc.fingerprint,
+            &FixJob::new(inc.id, t.id, inc.fingerprint.clone()),
             &task,
             "2027-01-15",
             1_000,

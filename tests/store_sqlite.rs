@@ -6,6 +6,7 @@ use rusqlite::Connection;
 use selfheal::config::PipelineConfig;
 use selfheal::event::{BatchCounts, Event, Verdict, process_item};
 use selfheal::store::{self, SamplePolicy, SqlValue, Statement};
+use selfheal::ticket::FixJob;
 use selfheal::trace::TraceItem;
 use serde_json::{Value, json};
 
@@ -211,7 +212,13 @@ fn claim(
     day: &str,
     cap: u32,
 ) -> (bool, String) {
-    let stmts = store::claim_statements(incident_id, ticket_id, "fp", "{}", day, cap, 5);
+    let stmts = store::claim_statements(
+        &FixJob::new(incident_id, ticket_id, "fp".into()),
+        "{}",
+        day,
+        cap,
+        5,
+    );
     let res = batch(conn, &stmts);
     let new = !res[store::CLAIM_INSERT_INDEX].is_empty();
     let state = res[store::CLAIM_READBACK_INDEX][0]["state"]

@@ -8,6 +8,7 @@
 //! With `SELFHEAL_TRACKER=github` the tickets are then mirrored to GitHub Issues ([`tracker`]).
 
 mod handover;
+mod lifecycle;
 mod tracker;
 
 use selfheal::signal::gate::{self, GateMode, GatePolicy};
@@ -40,6 +41,7 @@ struct RunReport {
     jobs_resent: usize,
     mirror: Option<tracker::MirrorReport>,
     handed_over: Option<i64>,
+    lifecycle: Option<lifecycle::LifecycleReport>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,8 @@ struct JobRef {
     ticket_id: i64,
     incident_id: i64,
     fingerprint: String,
+    #[serde(default)]
+    attempt: Option<u32>,
 }
 
 #[event(scheduled)]
@@ -54,13 +58,14 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     match run(&env).await {
         Ok(r) => console_log!(
-            "selfheal cron: gate(decided, changed)={:?} tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?} handed_over={:?}",
+            "selfheal cron: gate(decided, changed)={:?} tickets_opened={} jobs_sent={} jobs_resent={} tracker={:?} handed_over={:?} lifecycle={:?}",
             r.gate,
             r.tickets_opened,
             r.jobs_sent,
             r.jobs_resent,
             r.mirror,
-            r.handed_over
+            r.handed_over,
+            r.lifecycle
         ),
         Err(e) => console_error!("selfheal cron failed: {e}"),
     }
@@ -98,6 +103,23 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
         open_tickets(&db, SELECT_EXTERNAL_TICKET_CANDIDATES, "external", now).await?;
     }
     report.tickets_opened = jobs.len();
+
+    // The tracker (a misconfigured or unreachable one never blocks tickets or jobs).
+    let repo = match tracker::from_env(env) {
+        Ok(repo) => repo,
+        Err(e) => {
+            console_error!("selfheal cron: tracker not mirrored: {e}");
+            None
+        }
+    };
+    // After the PR: merges, releases, verification, next attempts (their jobs go out below).
+    match lifecycle::step(env, &db, repo.as_ref(), now).await {
+        Ok((r, attempts)) => {
+            jobs.extend(attempts);
+            report.lifecycle = Some(r);
+        }
+        Err(e) => console_error!("selfheal cron: lifecycle: {e}"),
+    }
     report.jobs_sent = send_jobs(&db, &queue, std::mem::take(&mut jobs), now).await?;
 
     // Jobs that were never sent (crash after insert), deferred runs whose day has passed, and the
@@ -125,19 +147,17 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
     let mut resend = Vec::new();
     for result in results.iter().take(2) {
         for j in workers::rows::<JobRef>(result)? {
-            resend.push(FixJob::new(j.incident_id, j.ticket_id, j.fingerprint));
+            resend.push(FixJob::attempt(
+                j.incident_id,
+                j.ticket_id,
+                j.fingerprint,
+                j.attempt.unwrap_or(1),
+            ));
         }
     }
     report.jobs_resent = send_jobs(&db, &queue, resend, now).await?;
 
-    // The external tracker last: a misconfigured or unreachable tracker never blocks tickets/jobs.
-    let repo = match tracker::from_env(env) {
-        Ok(repo) => repo,
-        Err(e) => {
-            console_error!("selfheal cron: tracker not mirrored: {e}");
-            None
-        }
-    };
+    // The external tracker last.
     if let Some(repo) = &repo {
         report.mirror = Some(tracker::mirror(&db, repo, tracker::timeout_ms(env)).await?);
     }
@@ -219,7 +239,10 @@ async fn open_tickets(
     let results = workers::batch(db, &stmts).await?;
     // Rows come back only for tickets this run created (INSERT … ON CONFLICT DO NOTHING RETURNING).
     let mut jobs = Vec::new();
-    for (c, result) in candidates.iter().zip(results.iter().step_by(2)) {
+    for (c, result) in candidates
+        .iter()
+        .zip(results.iter().step_by(step::TICKET_STATEMENTS_PER_INCIDENT))
+    {
         #[derive(Deserialize)]
         struct Created {
             id: i64,

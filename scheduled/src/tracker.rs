@@ -4,8 +4,8 @@
 //! with `fetch` (10 s timeout each) and records results in D1. Each run:
 //! 1. for each ticket without an issue: look for an issue carrying the ticket's marker (search,
 //!    then the newest labelled issues, since search lags), else create one; record its number;
-//! 2. comment each fix-run state change, close issues of resolved incidents and reopen regressed
-//!    ones.
+//! 2. comment each fix-run state change and each lifecycle change (a history row with its
+//!    figures), close issues of resolved incidents and reopen those no longer resolved.
 //!
 //! Writes are paced ([`WritePacer`]); a retry that asks for ≤ [`MAX_INLINE_WAIT_SECS`] is waited
 //! out here, a longer one ends the mirror step, is kept as a hold (`tracker_holds`: no cron run
@@ -268,6 +268,26 @@ impl Client<'_> {
     }
 }
 
+/// One GitHub lookup for the lifecycle step (a PR, an issue's timeline), with the tracker's
+/// retry rules; `Err` with the reason when it did not succeed (nothing is held: lookups are
+/// retried by the next cron run).
+pub async fn read(repo: &Repo, req: &GhRequest, timeout_ms: u32) -> Result<String, String> {
+    let mut client = Client {
+        pacer: WritePacer::default(),
+        repo,
+        timeout_ms,
+    };
+    client.get(req).await.map_err(|s| s.why)
+}
+
+/// Whether a hold GitHub asked for is in force now (no request may be sent).
+pub async fn held(db: &worker::D1Database) -> Result<bool, GlueError> {
+    let now = workers::now_ms();
+    let held: Vec<HoldRow> =
+        workers::query(db, &sql_with(SELECT_HOLD, vec![TRACKER.into(), now.into()])).await?;
+    Ok(!held.is_empty())
+}
+
 fn now_ms() -> u64 {
     u64::try_from(workers::now_ms()).unwrap_or(0)
 }
@@ -378,6 +398,22 @@ async fn mirror_with(
                 (
                     github::comment(repo, number, &text),
                     store::mark_notified(run_id, &c.state),
+                    Landed::Comment(number, &marker),
+                )
+            }
+            ("history", Some(history_id)) => {
+                marker = github::history_marker(history_id);
+                let text = format!(
+                    "{}\n{marker}\n",
+                    ticket::history_comment(
+                        c.why.as_deref().unwrap_or(""),
+                        &c.state,
+                        c.detail.as_deref()
+                    )
+                );
+                (
+                    github::comment(repo, number, &text),
+                    store::mark_history_notified(history_id, workers::now_ms()),
                     Landed::Comment(number, &marker),
                 )
             }

@@ -208,8 +208,22 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// See `resolve`.
+    /// See `resolve`. With `--until-escalating` the incident comes back by itself when it
+    /// escalates (in the spirit of Sentry's "archive until escalating": an hour with at least 10
+    /// occurrences and 3× its hourly average of the 7 days before the ignore).
     Ignore {
+        /// The incident id.
+        id: i64,
+        /// Come back when the incident escalates.
+        #[arg(long)]
+        until_escalating: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Queue another fix attempt for an incident whose last attempt has ended, even past
+    /// `SELFHEAL_MAX_ATTEMPTS` (POST /api/incidents/ID/retry). Prints `#ID attempt N queued`;
+    /// exits 1 on an HTTP error (409: an attempt is in flight or none was made yet).
+    Retry {
         /// The incident id.
         id: i64,
         #[command(flatten)]
@@ -948,7 +962,33 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
         Command::Resolve { id, api } => operator(id, "resolve", &api)?,
-        Command::Ignore { id, api } => operator(id, "ignore", &api)?,
+        Command::Ignore {
+            id,
+            until_escalating,
+            api,
+        } => {
+            let v = api_call(
+                &api,
+                "POST",
+                &format!("/api/incidents/{id}/ignore"),
+                Some(&json!({ "until_escalating": until_escalating })),
+            )?;
+            let until = if until_escalating {
+                " (until escalating)"
+            } else {
+                ""
+            };
+            println!("#{id} {} -> {}{until}", cell(&v["from"]), cell(&v["to"]));
+        }
+        Command::Retry { id, api } => {
+            let v = api_call(
+                &api,
+                "POST",
+                &format!("/api/incidents/{id}/retry"),
+                Some(&json!({})),
+            )?;
+            println!("#{id} attempt {} queued", cell(&v["attempt"]));
+        }
         Command::Reopen { id, api } => operator(id, "reopen", &api)?,
         Command::Replay { db, pipeline, gate } => {
             let cfg = pipeline.config()?;

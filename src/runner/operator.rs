@@ -3,6 +3,11 @@
 //! - `POST /api/incidents/{id}/resolve`, `/ignore`, `/reopen` (no body needed) → 200
 //!   `{incident_id, from, to, changed}`; 404 for an unknown incident; 409 when the incident changed
 //!   status meanwhile (nothing written).
+//!   `ignore` takes an optional `{"until_escalating": true}`: the cron brings the incident back when
+//!   it escalates ([`crate::tracking::follow::escalating_statements`]).
+//! - `POST /api/incidents/{id}/retry` → 200 `{incident_id, attempt, changed: true}`: the ticket
+//!   moves to the next fix attempt (past `SELFHEAL_MAX_ATTEMPTS` too: a person decided) and the
+//!   cron sends its job; 409 when an attempt is in flight or none was made yet.
 //! - `GET /api/incidents/{id}/history` → `{incident_id, history: [{id, at, from_status, to_status,
 //!   actor, why, figures}]}`, oldest first; 404 for an unknown incident.
 
@@ -10,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{Env, Request, Response};
 
+use crate::tracking::follow;
 use crate::tracking::history::{self, SELECT_HISTORY, SELECT_STATUS};
 use crate::tracking::lifecycle::{self, LifecycleEvent};
 use crate::workers::{self, DB_BINDING, GlueError, sql_with};
@@ -24,12 +30,20 @@ fn error(status: u16, message: &str) -> Result<Option<Response>, GlueError> {
 }
 
 /// The operator endpoints; `None` when `path` is not one of them.
-pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response>, GlueError> {
+pub async fn api(
+    env: &Env,
+    path: &str,
+    req: &Request,
+    body: &[u8],
+) -> Result<Option<Response>, GlueError> {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let ["", "api", "incidents", id, action] = parts.as_slice() else {
         return Ok(None);
     };
-    if !matches!(*action, "resolve" | "ignore" | "reopen" | "history") {
+    if !matches!(
+        *action,
+        "resolve" | "ignore" | "reopen" | "retry" | "history"
+    ) {
         return Ok(None);
     }
     let Ok(id) = id.parse::<i64>() else {
@@ -55,6 +69,32 @@ pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response
             &json!({ "incident_id": id, "history": rows }),
         )?));
     }
+    if *action == "retry" {
+        let results = workers::batch(&db, &follow::retry_statements(id, workers::now_ms())).await?;
+        #[derive(Deserialize)]
+        struct Moved {
+            attempt: i64,
+        }
+        let moved = results
+            .first()
+            .map(workers::rows::<Moved>)
+            .transpose()?
+            .and_then(|mut v| v.pop());
+        return match moved {
+            Some(m) => Ok(Some(Response::from_json(&json!({
+                "incident_id": id, "attempt": m.attempt, "changed": true,
+            }))?)),
+            None => error(
+                409,
+                "no attempt to retry: one is in flight, or none was made yet",
+            ),
+        };
+    }
+    let until_escalating = *action == "ignore"
+        && serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("until_escalating").and_then(Value::as_bool))
+            .unwrap_or(false);
     let Some(from) = history::parse_status(&row.status) else {
         return Err(GlueError::Decode(format!(
             "unknown stored status {:?}",
@@ -71,11 +111,10 @@ pub async fn api(env: &Env, path: &str, req: &Request) -> Result<Option<Response
             "incident_id": id, "from": from.as_str(), "to": from.as_str(), "changed": false,
         }))?));
     };
-    let results = workers::batch(
-        &db,
-        &history::transition_statements(id, &t, "operator", workers::now_ms()),
-    )
-    .await?;
+    let now = workers::now_ms();
+    let mut stmts = history::transition_statements(id, &t, "operator", now);
+    stmts.push(follow::operator_marks_statement(id, until_escalating, now));
+    let results = workers::batch(&db, &stmts).await?;
     let changed = results
         .get(1)
         .and_then(|r| r.meta().ok().flatten())

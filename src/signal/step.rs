@@ -393,8 +393,11 @@ pub fn ticket_samples_statement(candidates: &[GatedIncidentRow]) -> Statement {
     )
 }
 
-/// The statements that open tickets of `kind` (`fix` | `external`) for `candidates`, two per
-/// incident (insert, then link; the insert returns a row only when it created the ticket), with
+/// Statements per incident in [`ticket_statements`].
+pub const TICKET_STATEMENTS_PER_INCIDENT: usize = 3;
+
+/// The statements that open tickets of `kind` (`fix` | `external`) for `candidates`, three per
+/// incident (insert, history row, link; the insert returns a row only when it created the ticket), with
 /// the gate's **Signal** section in the body when the incident has a stored decision.
 pub fn ticket_statements(
     candidates: &[GatedIncidentRow],
@@ -402,7 +405,7 @@ pub fn ticket_statements(
     kind: &str,
     now_ms: i64,
 ) -> Vec<Statement> {
-    let mut out = Vec::with_capacity(candidates.len() * 2);
+    let mut out = Vec::with_capacity(candidates.len() * TICKET_STATEMENTS_PER_INCIDENT);
     for c in candidates {
         let inc = &c.incident;
         let note = SignalNote::from_columns(
@@ -420,6 +423,7 @@ pub fn ticket_statements(
             now_ms,
             kind,
         ));
+        out.push(store::ticket_history(inc.id, now_ms));
         out.push(store::link_ticket(inc.id, now_ms));
     }
     out

@@ -5,5 +5,6 @@
 //!   traffic, and when another fix attempt may start (pure; the cron will drive it).
 //! - [`history`]: a status change and its `incident_history` row, in one transaction.
 
+pub mod follow;
 pub mod history;
 pub mod lifecycle;

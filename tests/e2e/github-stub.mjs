@@ -1,6 +1,7 @@
 // A local stand-in for GitHub's REST API (version 2022-11-28), because this machine cannot reach
 // github.com. It implements the documented endpoints selfheal uses — issues (create, list, update),
-// search/issues, comments, assignees and pulls — with their documented request and response shapes,
+// search/issues, comments, assignees, an issue's timeline and pulls (list, create, get) — with their
+// documented request and response shapes,
 // and checks every request the way GitHub does or documents:
 //  - `Authorization: Bearer <token>` (else 401 "Bad credentials"),
 //  - a `User-Agent` (GitHub rejects requests without one with 403),
@@ -15,7 +16,7 @@
 // recorded request has its arrival time (`at`, ms) and the status it was answered with.
 //
 // References: https://docs.github.com/en/rest/issues/issues, /rest/search/search,
-// /rest/issues/comments, /rest/issues/assignees, /rest/pulls/pulls,
+// /rest/issues/comments, /rest/issues/assignees, /rest/issues/timeline, /rest/pulls/pulls,
 // /rest/using-the-rest-api/rate-limits-for-the-rest-api.
 
 import { createServer } from "node:http";
@@ -41,6 +42,7 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
   const issues = []; // { number, title, body, labels: [{name}], state, state_reason, assignees, created_ms, html_url }
   const comments = []; // { id, issue_number, body, created_at }
   const pulls = []; // { number, title, body, head: {ref, label}, base: {ref}, draft, state, html_url }
+  const timeline = []; // issue timeline events: { issue_number, event, created_at, source: {type, issue} }
   const requests = []; // { method, path, headers, body }
   const violations = [];
   const failures = []; // { match: {method, path: RegExp}, response: {status, headers, body}, times }
@@ -166,9 +168,13 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
       issues.push(issue);
       return send(201, issueJson(issue), { location: issueJson(issue).url });
     }
-    if ((m = new RegExp(`^${repoPrefix}/issues/(\\d+)(/comments|/assignees)?$`).exec(path))) {
+    if ((m = new RegExp(`^${repoPrefix}/issues/(\\d+)(/comments|/assignees|/timeline)?$`).exec(path))) {
       const issue = issues.find((i) => i.number === Number(m[1]));
       if (!issue) return send(404, { message: "Not Found" });
+      if (req.method === "GET" && m[2] === "/timeline") {
+        const list = timeline.filter((e) => e.issue_number === issue.number).map(({ issue_number, ...e }) => e);
+        return send(200, list.slice(0, Number(url.searchParams.get("per_page") ?? 30)));
+      }
       if (req.method === "GET" && m[2] === "/comments") {
         const list = comments.filter((c) => c.issue_number === issue.number);
         return send(200, list.slice(0, Number(url.searchParams.get("per_page") ?? 30)));
@@ -192,6 +198,10 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
         return send(200, issueJson(issue));
       }
     }
+    if (req.method === "GET" && (m = new RegExp(`^${repoPrefix}/pulls/(\\d+)$`).exec(path))) {
+      const pr = pulls.find((p) => p.number === Number(m[1]));
+      return pr ? send(200, pr) : send(404, { message: "Not Found" });
+    }
     if (req.method === "GET" && path === `${repoPrefix}/pulls`) {
       const head = url.searchParams.get("head");
       const state = url.searchParams.get("state") ?? "open";
@@ -211,6 +221,9 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
         draft: body.draft === true,
         state: "open",
         merged: false,
+        merge_commit_sha: null,
+        merged_at: null,
+        user: { login: "selfheal-bot", type: "Bot" },
         html_url: `https://github.com/${repo}/pull/${number}`,
       };
       pulls.push(pr);
@@ -235,6 +248,43 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
      */
     failNext(match, response, times = 1) {
       failures.push({ match, response, times });
+    },
+    timeline,
+    /**
+     * What the Copilot coding agent does on an assigned issue: opens a draft PR from its own branch
+     * and the issue's timeline gets a `cross-referenced` event whose `source.issue` is the PR (an
+     * issue object with a `pull_request` member), as "List timeline events for an issue" documents.
+     */
+    openPullFromIssue(issueNumber, { head, login = "Copilot" }) {
+      const number = nextNumber++;
+      const pr = {
+        number, title: `Fix for #${issueNumber}`, body: `Fixes #${issueNumber}`,
+        head: { ref: head, label: `${owner}:${head}` }, base: { ref: "main" }, draft: true, state: "open",
+        merged: false, merge_commit_sha: null, merged_at: null, user: { login, type: "Bot" },
+        html_url: `https://github.com/${repo}/pull/${number}`,
+      };
+      pulls.push(pr);
+      timeline.push({
+        issue_number: issueNumber, event: "cross-referenced", created_at: new Date().toISOString(),
+        actor: { login, type: "Bot" },
+        source: { type: "issue", issue: {
+          number, title: pr.title, state: "open", html_url: pr.html_url, user: { login, type: "Bot" },
+          pull_request: { url: `https://api.github.com/repos/${repo}/pulls/${number}`, html_url: pr.html_url, merged_at: null },
+        } },
+      });
+      return pr;
+    },
+    /** A person merges PR `number` in GitHub (state closed, merged, with its merge commit). */
+    mergePull(number, sha) {
+      const pr = pulls.find((p) => p.number === number);
+      Object.assign(pr, { state: "closed", merged: true, merge_commit_sha: sha, merged_at: new Date().toISOString() });
+      return pr;
+    },
+    /** A person closes PR `number` without merging it. */
+    closePull(number) {
+      const pr = pulls.find((p) => p.number === number);
+      Object.assign(pr, { state: "closed", merged: false });
+      return pr;
     },
     close: () => new Promise((r) => server.close(r)),
   };
