@@ -655,7 +655,8 @@ fn attempt(
         &written
     });
     let final_message = report.usage.as_ref().and_then(|u| u.result.as_deref());
-    let no_diagnosis = std::fs::read_to_string(diagnosis_path).map_or(true, |d| d.trim().is_empty());
+    let no_diagnosis =
+        std::fs::read_to_string(diagnosis_path).map_or(true, |d| d.trim().is_empty());
     if let (Some(text), true) = (final_message, no_diagnosis) {
         let _ = std::fs::write(diagnosis_path, text);
     }

@@ -293,10 +293,12 @@ pub fn intake_fingerprint(source: Source, issue_id: &str) -> String {
         Source::Sentry => "sentry",
         Source::WorkersIssues => "workers",
     };
-    hex(&Sha256::digest(format!("{prefix}-issue:{issue_id}").as_bytes()))
-        .chars()
-        .take(32)
-        .collect()
+    hex(&Sha256::digest(
+        format!("{prefix}-issue:{issue_id}").as_bytes(),
+    ))
+    .chars()
+    .take(32)
+    .collect()
 }
 
 /// The fingerprint of a Sentry issue ([`intake_fingerprint`] of [`Source::Sentry`]).
@@ -439,7 +441,8 @@ pub fn parse_workers_issue(
         .filter(|id| id.len() <= 200)
         .ok_or_else(|| {
             IntakeError::Body(
-                "missing the issue id (data.issue.id, data.issue_id or alert_correlation_id)".into(),
+                "missing the issue id (data.issue.id, data.issue_id or alert_correlation_id)"
+                    .into(),
             )
         })?;
     let envelope_text = text(&v, &["text"]).or_else(|| text(&v, &["name"]));
@@ -461,11 +464,8 @@ pub fn parse_workers_issue(
         ),
         project: data_text(&data, &[&["script_name"], &["worker"], &["service"]])
             .unwrap_or_else(|| "unknown".into()),
-        exception_type: data_text(
-            &data,
-            &[&["error", "name"], &["exception_type"], &["type"]],
-        )
-        .unwrap_or_else(|| "Error".into()),
+        exception_type: data_text(&data, &[&["error", "name"], &["exception_type"], &["type"]])
+            .unwrap_or_else(|| "Error".into()),
         message: data_text(&data, &[&["error", "message"], &["message"]])
             .or(envelope_text)
             .unwrap_or_default(),
@@ -638,45 +638,87 @@ pub(crate) mod tests {
         assert_eq!(issue.delivery, format!("ALERT_STATE_EVENT_START:{now}"));
         assert_eq!(issue.release.as_deref(), Some("v1"));
         let e = intake_event(&issue, &PipelineConfig::default(), 5).expect("event");
-        assert_eq!(e.fingerprint, intake_fingerprint(Source::WorkersIssues, "wi_7f3a9c"));
-        assert_ne!(e.fingerprint, sentry_fingerprint("wi_7f3a9c"), "sources never share an incident");
+        assert_eq!(
+            e.fingerprint,
+            intake_fingerprint(Source::WorkersIssues, "wi_7f3a9c")
+        );
+        assert_ne!(
+            e.fingerprint,
+            sentry_fingerprint("wi_7f3a9c"),
+            "sources never share an incident"
+        );
         assert_eq!(e.event_kind, "workers-issues");
         assert_eq!(e.components.script, "workers-issues/shop-api");
         assert_eq!(e.components.exception_type, "TypeError");
         assert!(!e.message.contains("bob@example.com"), "{}", e.message);
-        assert!(!e.url.as_deref().unwrap_or_default().contains("abc"), "{:?}", e.url);
-        assert!(e.logs.iter().any(|l| l.contains("/issues/wi_7f3a9c")), "{:?}", e.logs);
+        assert!(
+            !e.url.as_deref().unwrap_or_default().contains("abc"),
+            "{:?}",
+            e.url
+        );
+        assert!(
+            e.logs.iter().any(|l| l.contains("/issues/wi_7f3a9c")),
+            "{:?}",
+            e.logs
+        );
         assert!(e.stack.contains("discount"), "{}", e.stack);
     }
 
     #[test]
     fn workers_issues_refusals_and_the_documented_minimum() {
         let now = 1_796_178_840;
-        assert!(workers_issues_secret_ok("s3cret-value", Some("s3cret-value")));
-        assert!(!workers_issues_secret_ok("s3cret-value", Some("s3cret-valuE")));
+        assert!(workers_issues_secret_ok(
+            "s3cret-value",
+            Some("s3cret-value")
+        ));
+        assert!(!workers_issues_secret_ok(
+            "s3cret-value",
+            Some("s3cret-valuE")
+        ));
         assert!(!workers_issues_secret_ok("s3cret-value", Some("")));
         assert!(!workers_issues_secret_ok("s3cret-value", None));
         let stale = workers_issue(now - WORKERS_ISSUES_MAX_AGE_SECS - 1).to_string();
-        assert_eq!(parse_workers_issue(stale.as_bytes(), now), Err(IntakeError::Stale));
+        assert_eq!(
+            parse_workers_issue(stale.as_bytes(), now),
+            Err(IntakeError::Stale)
+        );
         let odd_ts = json!({"ts": "yesterday", "data": {}, "alert_type": "x"}).to_string();
-        assert_eq!(parse_workers_issue(odd_ts.as_bytes(), now), Err(IntakeError::Stale));
-        assert!(matches!(parse_workers_issue(b"not json", now), Err(IntakeError::Body(_))));
-        assert!(matches!(parse_workers_issue(b"[1,2]", now), Err(IntakeError::Body(_))));
+        assert_eq!(
+            parse_workers_issue(odd_ts.as_bytes(), now),
+            Err(IntakeError::Stale)
+        );
+        assert!(matches!(
+            parse_workers_issue(b"not json", now),
+            Err(IntakeError::Body(_))
+        ));
+        assert!(matches!(
+            parse_workers_issue(b"[1,2]", now),
+            Err(IntakeError::Body(_))
+        ));
         // "Save and Test" sends only {text}: acknowledged, nothing to do.
-        let hello = br#"{"text":"Hello World! This is a test message sent from https://cloudflare.com."}"#;
+        let hello =
+            br#"{"text":"Hello World! This is a test message sent from https://cloudflare.com."}"#;
         assert_eq!(parse_workers_issue(hello, now), Ok(None));
         // No issue id anywhere: refused (nothing to de-duplicate by).
-        let anon = json!({"text": "x", "data": {}, "ts": now, "alert_type": "workers_issues"}).to_string();
-        assert!(matches!(parse_workers_issue(anon.as_bytes(), now), Err(IntakeError::Body(m)) if m.contains("issue id")));
+        let anon =
+            json!({"text": "x", "data": {}, "ts": now, "alert_type": "workers_issues"}).to_string();
+        assert!(
+            matches!(parse_workers_issue(anon.as_bytes(), now), Err(IntakeError::Body(m)) if m.contains("issue id"))
+        );
         // Only documented fields (no ts either): the correlation id is the issue id, `text` the message.
         let bare = json!({
             "name": "n", "text": "Worker shop-api: Error: upstream 503", "data": {},
             "alert_type": "workers_issues", "alert_correlation_id": "000eaa907ed24e78946d3a93adb2ae57"
         })
         .to_string();
-        let issue = parse_workers_issue(bare.as_bytes(), now).expect("parses").expect("acted on");
+        let issue = parse_workers_issue(bare.as_bytes(), now)
+            .expect("parses")
+            .expect("acted on");
         assert_eq!(issue.issue_id, "000eaa907ed24e78946d3a93adb2ae57");
-        assert_eq!((issue.project.as_str(), issue.exception_type.as_str()), ("unknown", "Error"));
+        assert_eq!(
+            (issue.project.as_str(), issue.exception_type.as_str()),
+            ("unknown", "Error")
+        );
         assert_eq!(issue.message, "Worker shop-api: Error: upstream 503");
         assert_eq!(issue.delivery, ":none");
         assert!(intake_event(&issue, &PipelineConfig::default(), 1).is_some());
@@ -689,13 +731,27 @@ pub(crate) mod tests {
         let now = 1_796_178_840;
         let body = workers_issue(now).to_string();
         for i in 0..5 {
-            let issue = parse_workers_issue(body.as_bytes(), now).expect("parses").expect("issue");
+            let issue = parse_workers_issue(body.as_bytes(), now)
+                .expect("parses")
+                .expect("issue");
             let e = intake_event(&issue, &PipelineConfig::default(), 1_000 + i).expect("event");
-            db.batch(&intake_statements(&issue, &e, 1_000 + i)).expect("stored");
+            db.batch(&intake_statements(&issue, &e, 1_000 + i))
+                .expect("stored");
         }
-        assert_eq!(db.scalar("SELECT count(*) FROM intake_workers_issues").expect("n"), 1);
-        assert_eq!(db.scalar("SELECT count(*) FROM ops_incidents").expect("n"), 1);
-        assert_eq!(db.scalar("SELECT occurrence_count FROM ops_incidents").expect("n"), 1);
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM intake_workers_issues")
+                .expect("n"),
+            1
+        );
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM ops_incidents").expect("n"),
+            1
+        );
+        assert_eq!(
+            db.scalar("SELECT occurrence_count FROM ops_incidents")
+                .expect("n"),
+            1
+        );
         assert_eq!(
             db.scalar("SELECT count(*) FROM intake_workers_issues WHERE account_id = '9035f53656c247e895c5a6939ae8a0e0' AND alert_type = 'workers_issues'")
                 .expect("n"),
@@ -703,10 +759,20 @@ pub(crate) mod tests {
         );
         // A later notification of the same issue (new ts): same incident, one more occurrence.
         let later = workers_issue(now + 3600).to_string();
-        let issue = parse_workers_issue(later.as_bytes(), now + 3600).expect("parses").expect("issue");
+        let issue = parse_workers_issue(later.as_bytes(), now + 3600)
+            .expect("parses")
+            .expect("issue");
         let e = intake_event(&issue, &PipelineConfig::default(), 9_000).expect("event");
-        db.batch(&intake_statements(&issue, &e, 9_000)).expect("stored");
-        assert_eq!(db.scalar("SELECT count(*) FROM ops_incidents").expect("n"), 1);
-        assert_eq!(db.scalar("SELECT occurrence_count FROM ops_incidents").expect("n"), 2);
+        db.batch(&intake_statements(&issue, &e, 9_000))
+            .expect("stored");
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM ops_incidents").expect("n"),
+            1
+        );
+        assert_eq!(
+            db.scalar("SELECT occurrence_count FROM ops_incidents")
+                .expect("n"),
+            2
+        );
     }
 }

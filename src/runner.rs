@@ -301,14 +301,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
 /// 413 / 401 / 400 with nothing stored; 202 for a resource it does not act on; 200 with the
 /// incident's fingerprint otherwise.
 async fn sentry_intake(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
-    let Some(secret) = workers::var(env, "SELFHEAL_SENTRY_CLIENT_SECRET") else {
-        return Ok(json_error(404, "Sentry intake is not configured")?);
-    };
-    if req.method() != worker::Method::Post {
-        return Ok(json_error(405, "only POST")?);
-    }
-    let body = match read_body(req, intake::MAX_SENTRY_BODY_BYTES).await? {
-        Ok(b) => b,
+    let (secret, body) = match intake_request(
+        env,
+        req,
+        "SELFHEAL_SENTRY_CLIENT_SECRET",
+        intake::MAX_SENTRY_BODY_BYTES,
+    )
+    .await?
+    {
+        Ok(got) => got,
         Err(refused) => return Ok(refused),
     };
     let headers = req.headers();
@@ -331,6 +332,26 @@ async fn sentry_intake(env: &Env, req: &mut Request) -> Result<Response, GlueErr
         Err(_) => return Ok(json_error(401, "refused")?),
     };
     store_intake(env, &issue, now, "sentry_issue_id").await
+}
+
+/// The common start of every intake: its secret var (`Err(404)` when unset: the intake is off),
+/// POST only (`Err(405)`), the body within `limit` (`Err(413)`, before it is parsed).
+async fn intake_request(
+    env: &Env,
+    req: &mut Request,
+    secret_var: &str,
+    limit: usize,
+) -> Result<Result<(String, Vec<u8>), Response>, GlueError> {
+    let Some(secret) = workers::var(env, secret_var) else {
+        return Ok(Err(json_error(
+            404,
+            &format!("this intake is not configured ({secret_var} is unset)"),
+        )?));
+    };
+    if req.method() != worker::Method::Post {
+        return Ok(Err(json_error(405, "only POST")?));
+    }
+    Ok(read_body(req, limit).await?.map(|body| (secret, body)))
 }
 
 /// The common end of every intake: the issue through the TraceItem pipeline, then one D1 batch
@@ -365,14 +386,15 @@ async fn store_intake(
 /// `SELFHEAL_WORKERS_ISSUES_SECRET` is unset; 413 / 401 / 400 with nothing stored; 202 for the
 /// destination's test message; 200 with the incident's fingerprint otherwise.
 async fn workers_issues_intake(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
-    let Some(secret) = workers::var(env, "SELFHEAL_WORKERS_ISSUES_SECRET") else {
-        return Ok(json_error(404, "Workers Issues intake is not configured")?);
-    };
-    if req.method() != worker::Method::Post {
-        return Ok(json_error(405, "only POST")?);
-    }
-    let body = match read_body(req, intake::MAX_WORKERS_ISSUES_BODY_BYTES).await? {
-        Ok(b) => b,
+    let (secret, body) = match intake_request(
+        env,
+        req,
+        "SELFHEAL_WORKERS_ISSUES_SECRET",
+        intake::MAX_WORKERS_ISSUES_BODY_BYTES,
+    )
+    .await?
+    {
+        Ok(got) => got,
         Err(refused) => return Ok(refused),
     };
     let auth = req.headers().get("cf-webhook-auth")?;
@@ -722,7 +744,10 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                     let Ok(b) = serde_json::from_str::<ResultBody>(text) else {
                         return Ok(json_error(400, "expected {lease_id, outcome, ...}")?);
                     };
-                    if !matches!(b.outcome.as_str(), "pr_opened" | "failed" | "budget_exhausted") {
+                    if !matches!(
+                        b.outcome.as_str(),
+                        "pr_opened" | "failed" | "budget_exhausted"
+                    ) {
                         return Ok(json_error(
                             400,
                             "outcome must be pr_opened, failed or budget_exhausted",

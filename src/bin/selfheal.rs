@@ -682,11 +682,13 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
             serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
         );
     }
-    Ok(if matches!(report.outcome.as_str(), "failed" | "budget_exhausted") {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if matches!(report.outcome.as_str(), "failed" | "budget_exhausted") {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// Applies `f` to every stdin line, writing one output line each. I/O errors end the run.
@@ -980,14 +982,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                                 amount(c, &c["cap"]),
                                 utc_minute(&c["since"]),
                                 utc_minute(&c["resets_at"]),
-                                if c["reached"] == true { "reached" } else { "ok" }.to_string(),
+                                if c["reached"] == true {
+                                    "reached"
+                                } else {
+                                    "ok"
+                                }
+                                .to_string(),
                                 cell(&c["var"]),
                             ]
                         })
                         .collect(),
                 );
-                if let Some(n) = v["monthly_runs_without_dollars"].as_i64().filter(|n| *n > 0) {
-                    println!("{n} run(s) this month reported no dollars (not counted in the dollar caps)");
+                if let Some(n) = v["monthly_runs_without_dollars"]
+                    .as_i64()
+                    .filter(|n| *n > 0)
+                {
+                    println!(
+                        "{n} run(s) this month reported no dollars (not counted in the dollar caps)"
+                    );
                 }
             }
         }

@@ -331,11 +331,17 @@ mod tests {
         spend.weekly_runs = 2;
         let (cap, why) = holding(&caps, &spend, &w, now).expect("held");
         assert_eq!(cap.name, "weekly_runs");
-        assert!(why.starts_with("weekly runs cap reached: 2 runs of 2 runs (SELFHEAL_WEEKLY_CAP)"), "{why}");
+        assert!(
+            why.starts_with("weekly runs cap reached: 2 runs of 2 runs (SELFHEAL_WEEKLY_CAP)"),
+            "{why}"
+        );
         assert!(why.contains("2026-12-07"), "{why}");
         spend.daily_usd = 1.25;
         // Both reached: the one that lasts longer is the one to wait for.
-        assert_eq!(holding(&caps, &spend, &w, now).map(|c| c.0.name), Some("weekly_runs"));
+        assert_eq!(
+            holding(&caps, &spend, &w, now).map(|c| c.0.name),
+            Some("weekly_runs")
+        );
         spend.weekly_runs = 0;
         let (cap, why) = holding(&caps, &spend, &w, now).expect("held");
         assert_eq!(cap.name, "daily_usd");
@@ -358,19 +364,29 @@ mod sqlite_tests {
         for k in 0..n {
             let mut body = crate::intake::tests::workers_issue(1_796_178_840);
             body["data"]["issue"]["id"] = json!(format!("wi_{k}"));
-            let issue = crate::intake::parse_workers_issue(body.to_string().as_bytes(), 1_796_178_840)
-                .expect("parses")
-                .expect("issue");
+            let issue =
+                crate::intake::parse_workers_issue(body.to_string().as_bytes(), 1_796_178_840)
+                    .expect("parses")
+                    .expect("issue");
             let e = crate::intake::intake_event(&issue, &Default::default(), NOW).expect("event");
-            db.batch(&crate::intake::intake_statements(&issue, &e, NOW)).expect("ingest");
+            db.batch(&crate::intake::intake_statements(&issue, &e, NOW))
+                .expect("ingest");
             let id = i64::try_from(k).expect("small") + 1;
             db.batch(&[
                 store::insert_ticket(id, &e.fingerprint, "t", "b", NOW),
                 store::link_ticket(id, NOW),
             ])
             .expect("ticket");
-            db.batch(&store::claim_statements(id, id, &e.fingerprint, "{}", &store::utc_day(NOW), 10, NOW))
-                .expect("claim");
+            db.batch(&store::claim_statements(
+                id,
+                id,
+                &e.fingerprint,
+                "{}",
+                &store::utc_day(NOW),
+                10,
+                NOW,
+            ))
+            .expect("claim");
         }
     }
 
@@ -381,7 +397,8 @@ mod sqlite_tests {
         let run = res[store::LEASE_READBACK_INDEX]
             .first()
             .map(|v| serde_json::from_value(v.clone()).expect("run"));
-        let spend = serde_json::from_value(res[store::LEASE_SPEND_INDEX][0].clone()).expect("spend");
+        let spend =
+            serde_json::from_value(res[store::LEASE_SPEND_INDEX][0].clone()).expect("spend");
         (run, spend)
     }
 
@@ -389,7 +406,14 @@ mod sqlite_tests {
         let entry = LedgerEntry::from_result("budget_exhausted", &result);
         let res = db
             .batch(&[
-                store::finish_run(run.run_id, &run.lease_id, "failed", None, &result.to_string(), at),
+                store::finish_run(
+                    run.run_id,
+                    &run.lease_id,
+                    "failed",
+                    None,
+                    &result.to_string(),
+                    at,
+                ),
                 store::record_ledger(run.run_id, &entry, at),
             ])
             .expect("finish");
@@ -413,13 +437,23 @@ mod sqlite_tests {
         let b = b.expect("second run");
         // b's lease expires without a result: it goes back to ready and may be leased again.
         let (again, spend) = lease(&mut db, "b2", NOW + 100_000, &caps);
-        assert_eq!(again.map(|r| r.run_id), Some(b.run_id), "a started run is not held");
+        assert_eq!(
+            again.map(|r| r.run_id),
+            Some(b.run_id),
+            "a started run is not held"
+        );
         assert_eq!(spend.weekly_runs, 2, "counted once");
-        let b2 = LeasedRun { lease_id: "b2".into(), ..b };
+        let b2 = LeasedRun {
+            lease_id: "b2".into(),
+            ..b
+        };
         assert!(finish(&mut db, &b2, json!({}), NOW + 100_010));
         let (c, spend) = lease(&mut db, "c", NOW + 100_020, &caps);
         assert_eq!(c, None, "the third run waits for next week");
-        assert_eq!((spend.weekly_runs, spend.monthly_runs, spend.ready), (2, 2, 1));
+        assert_eq!(
+            (spend.weekly_runs, spend.monthly_runs, spend.ready),
+            (2, 2, 1)
+        );
         assert_eq!((spend.daily_usd, spend.monthly_unreported), (0.61, 1));
         let w = Windows::at(NOW);
         let (held, why) = holding(&caps, &spend, &w, NOW).expect("held");
@@ -429,14 +463,32 @@ mod sqlite_tests {
         let (c, _) = lease(&mut db, "c2", w.week_end + 1, &caps);
         assert!(c.is_some(), "a new week");
         // The ledger: one row per finished run, NULL where nothing was reported.
-        let rows: Vec<serde_json::Value> = db.rows(crate::store::Statement::new(store::LIST_LEDGER, vec![])).expect("ledger");
+        let rows: Vec<serde_json::Value> = db
+            .rows(crate::store::Statement::new(store::LIST_LEDGER, vec![]))
+            .expect("ledger");
         assert_eq!(rows.len(), 2);
-        let first = rows.iter().find(|r| r["run_id"] == json!(a.run_id)).expect("a's row");
-        assert_eq!((first["turns"].clone(), first["cost_usd"].clone()), (json!(12), json!(0.61)));
+        let first = rows
+            .iter()
+            .find(|r| r["run_id"] == json!(a.run_id))
+            .expect("a's row");
+        assert_eq!(
+            (first["turns"].clone(), first["cost_usd"].clone()),
+            (json!(12), json!(0.61))
+        );
         assert_eq!(first["outcome"], json!("budget_exhausted"));
         assert_eq!(first["phases"], json!("{\"agent\":2.5}"));
-        let second = rows.iter().find(|r| r["run_id"] == json!(b2.run_id)).expect("b's row");
-        assert_eq!((second["turns"].clone(), second["cost_usd"].clone(), second["reporter"].clone()), (json!(null), json!(null), json!(null)));
+        let second = rows
+            .iter()
+            .find(|r| r["run_id"] == json!(b2.run_id))
+            .expect("b's row");
+        assert_eq!(
+            (
+                second["turns"].clone(),
+                second["cost_usd"].clone(),
+                second["reporter"].clone()
+            ),
+            (json!(null), json!(null), json!(null))
+        );
     }
 
     #[test]
@@ -452,11 +504,17 @@ mod sqlite_tests {
         let a = a.expect("run");
         let spent = json!({"usage": {"reporter": "claude-code", "turns": 3, "cost_usd": 1.25}});
         // A result under a lease that is not held finishes nothing and writes no ledger row.
-        let stranger = LeasedRun { lease_id: "not-a".into(), ..a.clone() };
+        let stranger = LeasedRun {
+            lease_id: "not-a".into(),
+            ..a.clone()
+        };
         assert!(!finish(&mut db, &stranger, spent.clone(), NOW + 5));
         assert_eq!(db.scalar("SELECT count(*) FROM fix_ledger").expect("n"), 0);
         assert!(finish(&mut db, &a, spent.clone(), NOW + 10));
-        assert!(!finish(&mut db, &a, spent, NOW + 11), "a second result is refused");
+        assert!(
+            !finish(&mut db, &a, spent, NOW + 11),
+            "a second result is refused"
+        );
         assert_eq!(db.scalar("SELECT count(*) FROM fix_ledger").expect("n"), 1);
         let (b, spend) = lease(&mut db, "b", NOW + 20, &caps);
         assert_eq!(b, None, "$1.25 of $1.00 spent today");

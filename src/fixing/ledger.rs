@@ -123,14 +123,20 @@ mod tests {
         let e = LedgerEntry::from_result("budget_exhausted", &result);
         assert_eq!(e.outcome, "budget_exhausted");
         assert_eq!(e.reporter.as_deref(), Some("claude-code"));
-        assert_eq!((e.turns, e.cost_usd, e.max_turns, e.max_usd), (Some(12), Some(0.6132), Some(10), None));
+        assert_eq!(
+            (e.turns, e.cost_usd, e.max_turns, e.max_usd),
+            (Some(12), Some(0.6132), Some(10), None)
+        );
         assert_eq!(e.phases.len(), 3, "malformed phases dropped");
         assert_eq!(e.seconds(), Some(3.7));
         let phases: Value = serde_json::from_str(&e.phases_json()).expect("json");
         assert_eq!(phases["agent"], json!(3.25));
 
         // An older fixer (no usage, no budget) or a strange body: everything "not reported".
-        let bare = LedgerEntry::from_result("failed", &json!({"usage": {"turns": -4, "cost_usd": "lots", "reporter": "me"}}));
+        let bare = LedgerEntry::from_result(
+            "failed",
+            &json!({"usage": {"turns": -4, "cost_usd": "lots", "reporter": "me"}}),
+        );
         assert_eq!(
             bare,
             LedgerEntry {

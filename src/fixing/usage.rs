@@ -52,10 +52,12 @@ impl AgentUsage {
             self.cache_read_tokens,
             self.cache_write_tokens,
         ];
-        parts
-            .iter()
-            .any(Option::is_some)
-            .then(|| parts.iter().flatten().fold(0u64, |a, b| a.saturating_add(*b)))
+        parts.iter().any(Option::is_some).then(|| {
+            parts
+                .iter()
+                .flatten()
+                .fold(0u64, |a, b| a.saturating_add(*b))
+        })
     }
 
     /// "12 turns, 48,210 tokens, $0.61" with "not reported" for what is missing.
@@ -241,7 +243,12 @@ mod tests {
         assert_eq!(u.turns, Some(12));
         assert_eq!(u.cost_usd, Some(0.6132));
         assert_eq!(
-            (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens),
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.cache_write_tokens
+            ),
             (Some(1840), Some(4137), Some(30211), Some(12022))
         );
         assert_eq!(u.total_tokens(), Some(1840 + 4137 + 30211 + 12022));

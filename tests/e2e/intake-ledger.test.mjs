@@ -15,13 +15,12 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LOCAL_API_TOKEN, ROOT, d1, startStack, until } from "../../scripts/lib/stack.mjs";
-
-const BIN = process.env.SELFHEAL_BIN ?? join(ROOT, "target/debug/selfheal");
+import { SELFHEAL_BIN, fixerEnv, runFixer } from "../../scripts/lib/fixer.mjs";
 const stateDir = join(ROOT, `.selfheal/e2e-intake-ledger-${process.pid}`);
 const SECRET = "wi-destination-secret-not-a-real-one";
 const tmp = mkdtempSync(join(tmpdir(), "selfheal-ledger-"));
@@ -94,39 +93,15 @@ function makeAgents() {
   for (const [name, body] of Object.entries(scripts)) writeFileSync(join(agents, `${name}.sh`), `#!/bin/sh\n${body}`, { mode: 0o755 });
 }
 
-function fixerEnv() {
-  const env = { ...process.env, SELFHEAL_API_TOKEN: LOCAL_API_TOKEN };
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
-
-/** `selfheal fix --json` once with a scripted agent and extra flags; resolves {code, stderr, report}. */
-function fixer(agentName, flags) {
-  return new Promise((resolve) => {
-    const child = spawn(
-      BIN,
-      [
-        "fix", "--json", "--api", stack.urls.runner,
-        "--agent", `sh ${join(agents, `${agentName}.sh`)}`,
-        "--test-cmd", "true", "--repo", repo,
-        "--agent-timeout-secs", "30", "--work-root", join(tmp, "work"), "--owner", `e2e-${agentName}`,
-        ...flags,
-      ],
-      { env: fixerEnv(), stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (code) => {
-      let report = null;
-      try {
-        report = JSON.parse(stdout);
-      } catch {}
-      resolve({ code, stderr, report });
-    });
-  });
-}
+/** `selfheal fix --json` once with a scripted agent and extra flags. */
+const fixer = (agentName, flags) =>
+  runFixer([
+    "--api", stack.urls.runner,
+    "--agent", `sh ${join(agents, `${agentName}.sh`)}`,
+    "--test-cmd", "true", "--repo", repo,
+    "--agent-timeout-secs", "30", "--work-root", join(tmp, "work"), "--owner", `e2e-${agentName}`,
+    ...flags,
+  ]);
 
 const ledgerRow = async (runId) => (await stack.api("/api/ledger")).find((r) => r.run_id === runId);
 const runById = async (id) => (await stack.api("/api/runs")).find((r) => r.id === id);
@@ -242,7 +217,7 @@ describe("Workers Issues intake, budgets and the ledger", { timeout: 90_000 }, (
     assert.ok(Math.abs(cap("daily_usd").used - 0.97) < 1e-9, JSON.stringify(budget));
     assert.deepEqual([budget.used, budget.cap], [3, 5], "the daily cap as before: three claims");
 
-    const cli = execFileSync(BIN, ["budget"], { env: { ...fixerEnv(), SELFHEAL_API_URL: stack.urls.runner }, encoding: "utf8" });
+    const cli = execFileSync(SELFHEAL_BIN, ["budget"], { env: { ...fixerEnv(), SELFHEAL_API_URL: stack.urls.runner }, encoding: "utf8" });
     assert.match(cli, /^\d{4}-\d{2}-\d{2} 3\/5$/m);
     assert.match(cli, /^weekly_runs\s+2\s+2\s+.*reached\s+SELFHEAL_WEEKLY_CAP$/m);
     assert.match(cli, /^daily_usd\s+\$0\.97\s+none\s/m);
@@ -250,5 +225,6 @@ describe("Workers Issues intake, budgets and the ledger", { timeout: 90_000 }, (
     const { code, stderr } = await fixer("over-turns", []);
     assert.notEqual(code, 0);
     assert.match(stderr, /weekly runs cap reached/);
+    console.log(`selfheal budget:\n${cli}selfheal fix: ${stderr.trim().split("\n").pop()}`);
   });
 });
