@@ -7,7 +7,9 @@
 //!    the incident's release (a tag, else a commit whose message names it), else the default branch;
 //!    write the task (`task.json`, `task.md`) beside it, never inside it;
 //! 3. run the **agent command** (any command; `{task_file}`, `{task_md}`, `{workdir}` and
-//!    `{diagnosis_file}` are filled in) in the worktree, killed at the wall-time limit;
+//!    `{diagnosis_file}` are filled in) in the worktree, killed at the wall-time limit; read its
+//!    usage from its documented machine output ([`crate::fixing::usage`]) and end the run as
+//!    `budget_exhausted` when it went over `--max-turns` / `--max-usd`;
 //! 4. **verify**: the change must add or modify a test file; the test command must **fail** on the
 //!    base commit with only those test files applied (the bug is reproduced) and **pass** with the
 //!    whole change;
@@ -23,18 +25,25 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::fixing::usage::{AgentUsage, Budget, parse_usage};
 use crate::github::{self, Outcome, Repo};
 use crate::store::LeasedRun;
 
-/// Templates for well-known coding-agent CLIs (`--agent claude` / `--agent codex`).
+/// Templates for well-known coding-agent CLIs (`--agent claude` / `--agent codex`). Both write
+/// their documented machine output to `$SELFHEAL_USAGE_FILE` (Claude Code `--output-format json`,
+/// Codex `exec --json`), which [`crate::fixing::usage`] reads; Claude Code gets the run's limits
+/// as its own `--max-turns` / `--max-budget-usd` when they are set.
 pub const AGENT_TEMPLATES: &[(&str, &str)] = &[
     (
         "claude",
-        "claude -p \"$(cat {task_md})\" --permission-mode acceptEdits --output-format text > {diagnosis_file}",
+        "claude -p \"$(cat {task_md})\" --permission-mode acceptEdits --output-format json \
+         ${SELFHEAL_MAX_TURNS:+--max-turns \"$SELFHEAL_MAX_TURNS\"} \
+         ${SELFHEAL_MAX_USD:+--max-budget-usd \"$SELFHEAL_MAX_USD\"} > \"$SELFHEAL_USAGE_FILE\"",
     ),
     (
         "codex",
-        "codex exec --full-auto \"$(cat {task_md})\" --output-last-message {diagnosis_file}",
+        "codex exec --json --full-auto \"$(cat {task_md})\" --output-last-message {diagnosis_file} \
+         > \"$SELFHEAL_USAGE_FILE\"",
     ),
 ];
 
@@ -68,6 +77,8 @@ pub struct FixerConfig {
     pub work_root: PathBuf,
     /// GitHub, for the draft PR; `None` → the branch is pushed and the result says so.
     pub github: Option<Repo>,
+    /// The run's own limits in turns and dollars (`--max-turns`, `--max-usd`).
+    pub budget: Budget,
 }
 
 /// What one pass did.
@@ -85,6 +96,8 @@ pub struct FixReport {
     pub evidence: Vec<Evidence>,
     /// Seconds per phase (`lease`, `prepare`, `agent`, `verify`, `publish`).
     pub timings: Vec<(String, f64)>,
+    /// What the agent reported spending; `None`: it reported nothing (or did not run).
+    pub usage: Option<AgentUsage>,
 }
 
 /// One command of the verification.
@@ -175,6 +188,9 @@ impl Api<'_> {
             "reason": report.reason,
             "diagnosis": crate::ticket::bounded(diagnosis),
             "evidence": report.evidence,
+            "timings": report.timings,
+            "usage": report.usage,
+            "budget": self.cfg.budget,
         });
         match self.post(&format!("/api/runs/{}/result", run.run_id), &body)? {
             (200, _) => Ok(()),
@@ -474,6 +490,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
             pr_url: None,
             evidence: Vec::new(),
             timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
+            usage: None,
         });
     };
     progress(&format!(
@@ -490,6 +507,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
         pr_url: None,
         evidence: Vec::new(),
         timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
+        usage: None,
     };
     let scratch = cfg.work_root.join(format!("run-{}", run.run_id));
     let diagnosis_path = scratch.join("diagnosis.md");
@@ -631,16 +649,39 @@ fn attempt(
         cfg.agent_cmd,
         cfg.agent_timeout.as_secs()
     ));
-    let env = [
+    let usage_path = scratch.join("usage.json");
+    let mut env = vec![
         ("SELFHEAL_TASK_FILE", task_file.display().to_string()),
         ("SELFHEAL_TASK_MD", task_md.display().to_string()),
         (
             "SELFHEAL_DIAGNOSIS_FILE",
             diagnosis_path.display().to_string(),
         ),
+        ("SELFHEAL_USAGE_FILE", usage_path.display().to_string()),
     ];
+    env.extend(cfg.budget.env());
     let ran = run_shell(&cmd, &fix_dir, &env, cfg.agent_timeout).map_err(reject)?;
     timed(report, "agent", t, ());
+    // Usage: the agent's machine output (the usage file, else what it printed).
+    let written = std::fs::read_to_string(&usage_path).unwrap_or_default();
+    report.usage = parse_usage(if written.trim().is_empty() {
+        &ran.output
+    } else {
+        &written
+    });
+    let final_message = report.usage.as_ref().and_then(|u| u.result.as_deref());
+    let no_diagnosis =
+        std::fs::read_to_string(diagnosis_path).map_or(true, |d| d.trim().is_empty());
+    if let (Some(text), true) = (final_message, no_diagnosis) {
+        let _ = std::fs::write(diagnosis_path, text);
+    }
+    if let Some(u) = &report.usage {
+        progress(&format!("agent usage ({}): {}", u.reporter, u.spent()));
+    }
+    if let Some(hit) = cfg.budget.check(report.usage.as_ref()) {
+        report.outcome = "budget_exhausted".into();
+        return Err(Rejected(hit.reason));
+    }
     match ran.code {
         None => {
             return Err(Rejected(format!(

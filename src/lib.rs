@@ -13,6 +13,7 @@ pub mod event;
 pub mod fingerprint;
 #[cfg(feature = "cli")]
 pub mod fixer;
+pub mod fixing;
 pub mod github;
 pub mod handover;
 pub mod intake;

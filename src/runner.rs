@@ -27,7 +27,12 @@
 //!   `GET /api/incidents/{id}/history`.
 //! - Intake: `POST /api/intake/sentry` (Sentry internal integration webhooks, see
 //!   [`crate::intake`]; `SELFHEAL_SENTRY_CLIENT_SECRET`), authenticated by `Sentry-Hook-Signature`
-//!   instead of the API token.
+//!   instead of the API token; `POST /api/intake/workers-issues` (a Workers Issues automation's
+//!   generic webhook; `SELFHEAL_WORKERS_ISSUES_SECRET`), authenticated by `cf-webhook-auth`.
+//! - Budgets ([`crate::fixing`]): the lease is held back by the weekly and monthly run caps and
+//!   the daily and monthly dollar caps (429 with `{error, cap, retry_after_secs}` and
+//!   `Retry-After` when a ready run waits on one); each result writes its run's ledger row
+//!   (`fix_ledger`); `GET /api/budget` shows spend against every cap, `GET /api/ledger` the rows.
 //! - Guards ([`crate::security`]), in this order, before any work: a credential-like query
 //!   parameter → 400; the bearer token compared in constant time → 401 (a per-run token
 //!   `shr_…` of a hosted handover is accepted only on `POST /api/runs/{id}/heartbeat|result` of
@@ -43,6 +48,8 @@ use worker::{
     Context, Env, MessageBatch, MessageExt, Request, Response, console_error, console_log, event,
 };
 
+use crate::fixing::caps::{self as budget_caps, Caps, Spend, Windows};
+use crate::fixing::ledger::LedgerEntry;
 use crate::intake;
 use crate::security;
 use crate::signal::report::{
@@ -59,9 +66,6 @@ use crate::ticket::{self, FixJob};
 use crate::tracking::lifecycle::AttemptSummary;
 use crate::workers::{self, DB_BINDING, GlueError, sql, sql_with};
 
-/// Default daily cap on fix attempts when `SELFHEAL_DAILY_CAP` is unset.
-pub const DEFAULT_DAILY_CAP: u32 = 5;
-
 /// What a claim did with one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ClaimOutcome {
@@ -73,15 +77,13 @@ enum ClaimOutcome {
     Duplicate(String),
 }
 
+/// The caps in runs and dollars ([`Caps::from_vars`]); a bad value names its variable.
+fn caps(env: &Env) -> Result<Caps, GlueError> {
+    Caps::from_vars(|name| workers::var(env, name)).map_err(GlueError::Config)
+}
+
 fn daily_cap(env: &Env) -> Result<u32, GlueError> {
-    match workers::var(env, "SELFHEAL_DAILY_CAP") {
-        None => Ok(DEFAULT_DAILY_CAP),
-        Some(v) => v.trim().parse::<u32>().map_err(|_| {
-            GlueError::Config(format!(
-                "SELFHEAL_DAILY_CAP must be a whole number, got {v:?}"
-            ))
-        }),
-    }
+    Ok(caps(env)?.daily_runs)
 }
 
 #[event(queue)]
@@ -216,11 +218,16 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         );
     }
     // Intake webhooks authenticate by their sender's signature, not by the API token.
-    if path == "/api/intake/sentry" {
-        return match sentry_intake(&env, &mut req).await {
+    if path == "/api/intake/sentry" || path == "/api/intake/workers-issues" {
+        let handled = if path == "/api/intake/sentry" {
+            sentry_intake(&env, &mut req).await
+        } else {
+            workers_issues_intake(&env, &mut req).await
+        };
+        return match handled {
             Ok(resp) => Ok(resp),
             Err(e) => {
-                console_error!("selfheal intake sentry: {e}");
+                console_error!("selfheal intake {path}: {e}");
                 json_error(500, "internal error")
             }
         };
@@ -307,14 +314,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
 /// 413 / 401 / 400 with nothing stored; 202 for a resource it does not act on; 200 with the
 /// incident's fingerprint otherwise.
 async fn sentry_intake(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
-    let Some(secret) = workers::var(env, "SELFHEAL_SENTRY_CLIENT_SECRET") else {
-        return Ok(json_error(404, "Sentry intake is not configured")?);
-    };
-    if req.method() != worker::Method::Post {
-        return Ok(json_error(405, "only POST")?);
-    }
-    let body = match read_body(req, intake::MAX_SENTRY_BODY_BYTES).await? {
-        Ok(b) => b,
+    let (secret, body) = match intake_request(
+        env,
+        req,
+        "SELFHEAL_SENTRY_CLIENT_SECRET",
+        intake::MAX_SENTRY_BODY_BYTES,
+    )
+    .await?
+    {
+        Ok(got) => got,
         Err(refused) => return Ok(refused),
     };
     let headers = req.headers();
@@ -336,21 +344,89 @@ async fn sentry_intake(env: &Env, req: &mut Request) -> Result<Response, GlueErr
         Err(intake::IntakeError::Body(why)) => return Ok(json_error(400, &why)?),
         Err(_) => return Ok(json_error(401, "refused")?),
     };
+    store_intake(env, &issue, now, "sentry_issue_id").await
+}
+
+/// The common start of every intake: its secret var (`Err(404)` when unset: the intake is off),
+/// POST only (`Err(405)`), the body within `limit` (`Err(413)`, before it is parsed).
+async fn intake_request(
+    env: &Env,
+    req: &mut Request,
+    secret_var: &str,
+    limit: usize,
+) -> Result<Result<(String, Vec<u8>), Response>, GlueError> {
+    let Some(secret) = workers::var(env, secret_var) else {
+        return Ok(Err(json_error(
+            404,
+            &format!("this intake is not configured ({secret_var} is unset)"),
+        )?));
+    };
+    if req.method() != worker::Method::Post {
+        return Ok(Err(json_error(405, "only POST")?));
+    }
+    Ok(read_body(req, limit).await?.map(|body| (secret, body)))
+}
+
+/// The common end of every intake: the issue through the TraceItem pipeline, then one D1 batch
+/// (dedup row, incident, occurrence, sample). 202 when the pipeline calls it noise; 200 with
+/// `{<id_field>, fingerprint}` otherwise.
+async fn store_intake(
+    env: &Env,
+    issue: &intake::ExternalIssue,
+    now: i64,
+    id_field: &str,
+) -> Result<Response, GlueError> {
     let cfg = crate::config::PipelineConfig::default();
-    let Some(event) = intake::sentry_event(&issue, &cfg, now) else {
+    let Some(event) = intake::intake_event(issue, &cfg, now) else {
         return Ok(Response::from_json(&json!({ "ignored": "noise" }))?.with_status(202));
     };
     let db = env.d1(DB_BINDING)?;
-    workers::batch(&db, &intake::sentry_statements(&issue, &event, now)).await?;
+    workers::batch(&db, &intake::intake_statements(issue, &event, now)).await?;
     console_log!(
-        "selfheal intake sentry: issue {} → {}",
+        "selfheal intake {}: issue {} → {}",
+        issue.source.name(),
         issue.issue_id,
         event.fingerprint
     );
     Ok(Response::from_json(&json!({
-        "sentry_issue_id": issue.issue_id,
+        id_field: issue.issue_id,
         "fingerprint": event.fingerprint,
     }))?)
+}
+
+/// `POST /api/intake/workers-issues` ([`crate::intake`]): body limit, `cf-webhook-auth` (constant
+/// time), JSON, `ts`, documented shape; then one D1 batch. 404 when
+/// `SELFHEAL_WORKERS_ISSUES_SECRET` is unset; 413 / 401 / 400 with nothing stored; 202 for the
+/// destination's test message; 200 with the incident's fingerprint otherwise.
+async fn workers_issues_intake(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
+    let (secret, body) = match intake_request(
+        env,
+        req,
+        "SELFHEAL_WORKERS_ISSUES_SECRET",
+        intake::MAX_WORKERS_ISSUES_BODY_BYTES,
+    )
+    .await?
+    {
+        Ok(got) => got,
+        Err(refused) => return Ok(refused),
+    };
+    let auth = req.headers().get("cf-webhook-auth")?;
+    if !intake::workers_issues_secret_ok(&secret, auth.as_deref()) {
+        return Ok(json_error(401, "missing or wrong cf-webhook-auth")?);
+    }
+    let now = workers::now_ms();
+    let issue = match intake::parse_workers_issue(&body, u64::try_from(now / 1000).unwrap_or(0)) {
+        Ok(Some(issue)) => issue,
+        Ok(None) => {
+            return Ok(Response::from_json(&json!({ "ignored": "test message" }))?.with_status(202));
+        }
+        Err(intake::IntakeError::Body(why)) => return Ok(json_error(400, &why)?),
+        Err(intake::IntakeError::Stale) => {
+            return Ok(json_error(401, "stale ts (replayed or delayed delivery)")?);
+        }
+        Err(intake::IntakeError::Signature) => return Ok(json_error(401, "refused")?),
+    };
+    store_intake(env, &issue, now, "issue_id").await
 }
 
 /// Whether `presented` is a live per-run token of `scope`'s run: its SHA-256 equals a stored one
@@ -405,6 +481,9 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
             used: 0
         })))
     };
+    if path == "/api/budget" {
+        return budget_view(env, &db).await.map(Some);
+    }
     Ok(Some(match path {
         "/api/incidents" => json!(
             workers::query::<crate::store::GatedIncidentRow>(&db, &sql(LIST_INCIDENTS_GATED))
@@ -415,7 +494,7 @@ async fn api(env: &Env, path: &str) -> Result<Option<Value>, GlueError> {
         ),
         "/api/tickets" => json!(workers::query::<TicketRow>(&db, &sql(LIST_TICKETS)).await?),
         "/api/runs" => json!(workers::query::<FixRunRow>(&db, &sql(LIST_RUNS)).await?),
-        "/api/budget" => budget(workers::query::<BudgetRow>(&db, &budget_sql).await?.pop())?,
+        "/api/ledger" => json!(workers::query::<Value>(&db, &sql(store::LIST_LEDGER)).await?),
         "/api/ingest" => json!(workers::query::<Value>(&db, &sql(LIST_INGEST_STATS)).await?),
         "/api/summary" => {
             let results = workers::batch(
@@ -606,9 +685,16 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
             };
             let lease_id = workers::random_uuid()?;
             let owner: String = body.owner.chars().take(100).collect();
+            let caps = caps(env)?;
             let results = workers::batch(
                 &db,
-                &store::lease_statements(&lease_id, &owner, now, ttl_ms(body.ttl_secs)),
+                &store::lease_statements_capped(
+                    &lease_id,
+                    &owner,
+                    now,
+                    ttl_ms(body.ttl_secs),
+                    &caps,
+                ),
             )
             .await?;
             let leased = results
@@ -616,12 +702,35 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                 .map(workers::rows::<store::LeasedRun>)
                 .transpose()?
                 .and_then(|mut v| v.pop());
+            let spend = results
+                .get(store::LEASE_SPEND_INDEX)
+                .map(workers::rows::<Spend>)
+                .transpose()?
+                .and_then(|mut v| v.pop())
+                .unwrap_or_default();
             match leased {
                 Some(run) => {
                     console_log!("selfheal api: run {} leased by {owner}", run.run_id);
                     Ok(Response::from_json(&run)?)
                 }
-                None => Ok(Response::empty()?.with_status(204)),
+                None => match budget_caps::holding(&caps, &spend, &Windows::at(now), now)
+                    .filter(|_| spend.ready > 0)
+                {
+                    // A ready run waits on a cap: say which, and until when.
+                    Some((cap, why)) => {
+                        let retry = ((cap.resets_at - now).max(0) + 999) / 1000;
+                        console_log!("selfheal api: lease for {owner} held: {why}");
+                        let mut resp = Response::from_json(&json!({
+                            "error": why,
+                            "cap": cap,
+                            "retry_after_secs": retry,
+                        }))?
+                        .with_status(429);
+                        resp.headers_mut().set("retry-after", &retry.to_string())?;
+                        Ok(resp)
+                    }
+                    None => Ok(Response::empty()?.with_status(204)),
+                },
             }
         }
         ["", "api", "runs", id, action] => {
@@ -648,8 +757,14 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                     let Ok(b) = serde_json::from_str::<ResultBody>(text) else {
                         return Ok(json_error(400, "expected {lease_id, outcome, ...}")?);
                     };
-                    if b.outcome != "pr_opened" && b.outcome != "failed" {
-                        return Ok(json_error(400, "outcome must be pr_opened or failed")?);
+                    if !matches!(
+                        b.outcome.as_str(),
+                        "pr_opened" | "failed" | "budget_exhausted"
+                    ) {
+                        return Ok(json_error(
+                            400,
+                            "outcome must be pr_opened, failed or budget_exhausted",
+                        )?);
                     }
                     let pr_url = b
                         .pr_url
@@ -660,19 +775,26 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                     }
                     // Whole: the body is within MAX_RESULT_BODY_BYTES already.
                     let result = text;
-                    let mut stmts = vec![store::finish_run(
-                        run_id,
-                        &b.lease_id,
+                    // A run over its budget has ended like a failed one (its state); the ledger
+                    // and the result keep the outcome.
+                    let state = if b.outcome == "budget_exhausted" {
+                        "failed"
+                    } else {
+                        b.outcome.as_str()
+                    };
+                    let entry = LedgerEntry::from_result(
                         &b.outcome,
-                        pr_url,
-                        result,
-                        now,
-                    )];
+                        &serde_json::from_str::<Value>(text).unwrap_or(Value::Null),
+                    );
+                    let mut stmts = vec![
+                        store::finish_run(run_id, &b.lease_id, state, pr_url, result, now),
+                        store::record_ledger(run_id, &entry, now),
+                    ];
                     // The lifecycle: the incident follows its run (only when the finish matched).
                     stmts.extend(crate::tracking::follow::result_statements(
-                        run_id, &b.outcome, now,
+                        run_id, state, now,
                     ));
-                    if b.outcome == "failed" {
+                    if state == "failed" {
                         let hours = workers::var(env, "SELFHEAL_COOLDOWN_HOURS")
                             .and_then(|h| h.trim().parse::<i64>().ok())
                             .unwrap_or(DEFAULT_COOLDOWN_HOURS);
@@ -703,6 +825,27 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
         }
         _ => Ok(json_error(404, "no such endpoint")?),
     }
+}
+
+/// `GET /api/budget`: today's daily row as before (`day`, `cap`, `used`), and every cap against
+/// its spend (`caps`: [`budget_caps::CapView`]), the windows, and how many of this month's runs
+/// reported no dollars.
+async fn budget_view(env: &Env, db: &worker::D1Database) -> Result<Value, GlueError> {
+    let caps = caps(env)?;
+    let now = workers::now_ms();
+    let spend = workers::query::<Spend>(db, &store::spend_statement(now))
+        .await?
+        .pop()
+        .unwrap_or_default();
+    let w = Windows::at(now);
+    Ok(json!({
+        "day": utc_day(now),
+        "cap": caps.daily_runs,
+        "used": spend.daily_runs,
+        "caps": budget_caps::view(&caps, &spend, &w),
+        "windows": w,
+        "monthly_runs_without_dollars": spend.monthly_unreported,
+    }))
 }
 
 pub(super) fn json_error(status: u16, message: &str) -> worker::Result<Response> {

@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_lifecycle.sql",
         include_str!("../migrations/0009_lifecycle.sql"),
     ),
+    (
+        "0010_ledger.sql",
+        include_str!("../migrations/0010_ledger.sql"),
+    ),
 ];
 
 /// A database with every migration applied.

@@ -572,10 +572,28 @@ pub struct LeasedRun {
 /// Index of the read-back statement in [`lease_statements`].
 pub const LEASE_READBACK_INDEX: usize = 2;
 
+/// The lease `UPDATE` of [`lease_statements`] up to the candidate's conditions (`?1` lease id,
+/// `?2` owner, `?3` now, `?4` ttl).
+macro_rules! lease_head {
+    () => {
+        "UPDATE fix_runs SET state = 'leased', lease_id = ?1, lease_owner = ?2, lease_expires_at = ?3 + ?4, \
+         updated_at = ?3 WHERE id = (SELECT r.id FROM fix_runs r JOIN ops_incidents i ON i.id = r.incident_id \
+         WHERE r.state = 'ready' AND COALESCE(i.cooldown_until, 0) <= ?3"
+    };
+}
+/// The rest of the lease `UPDATE`: the order, and one lease at a time.
+macro_rules! lease_tail {
+    () => {
+        " ORDER BY coalesce(i.gate_priority, 0) DESC, r.id LIMIT 1) \
+         AND NOT EXISTS (SELECT 1 FROM fix_runs WHERE state IN ('leased', 'fixing'))"
+    };
+}
+
 /// Takes the lease on the oldest `ready` run whose incident is not cooling down, as one D1
 /// `batch()`: 0. expired leases go back to `ready`; 1. the lease, only when no run is `leased` or
 /// `fixing` (the partial unique index `fix_runs_one_lease` is the guarantee); 2. read back.
-/// Times in ms since the epoch.
+/// Times in ms since the epoch. No caps beyond the daily one (taken at claim): the agent-runner
+/// leases with [`lease_statements_capped`].
 pub fn lease_statements(lease_id: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Vec<Statement> {
     vec![
         Statement::new(
@@ -584,11 +602,7 @@ pub fn lease_statements(lease_id: &str, owner: &str, now_ms: i64, ttl_ms: i64) -
             vec![now_ms.into()],
         ),
         Statement::new(
-            "UPDATE fix_runs SET state = 'leased', lease_id = ?1, lease_owner = ?2, lease_expires_at = ?3 + ?4, \
-             updated_at = ?3 WHERE id = (SELECT r.id FROM fix_runs r JOIN ops_incidents i ON i.id = r.incident_id \
-             WHERE r.state = 'ready' AND COALESCE(i.cooldown_until, 0) <= ?3 \
-             ORDER BY coalesce(i.gate_priority, 0) DESC, r.id LIMIT 1) \
-             AND NOT EXISTS (SELECT 1 FROM fix_runs WHERE state IN ('leased', 'fixing'))",
+            concat!(lease_head!(), lease_tail!()),
             vec![lease_id.into(), owner.into(), now_ms.into(), ttl_ms.into()],
         ),
         Statement::new(
@@ -598,6 +612,55 @@ pub fn lease_statements(lease_id: &str, owner: &str, now_ms: i64, ttl_ms: i64) -
             vec![lease_id.into()],
         ),
     ]
+}
+
+/// Index of the spend read-back ([`SELECT_SPEND`], after the lease) in [`lease_statements_capped`].
+pub const LEASE_SPEND_INDEX: usize = 3;
+
+/// [`lease_statements`] under the weekly and monthly run caps and the daily and monthly dollar
+/// caps of `caps` ([`crate::fixing::caps`], migration 0010), then 3. the spend after the lease
+/// ([`SELECT_SPEND`]), so a lease held back by a cap can say which. A run that already started
+/// (its earlier lease expired) is exempt from the run caps, never from the dollar caps.
+pub fn lease_statements_capped(
+    lease_id: &str,
+    owner: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+    caps: &crate::fixing::caps::Caps,
+) -> Vec<Statement> {
+    let w = crate::fixing::caps::Windows::at(now_ms);
+    let runs = |c: Option<u32>| c.map_or(SqlValue::Null, |c| SqlValue::Integer(i64::from(c)));
+    let usd = |c: Option<f64>| c.map_or(SqlValue::Null, SqlValue::Real);
+    let mut stmts = lease_statements(lease_id, owner, now_ms, ttl_ms);
+    let capped = Statement::new(
+        concat!(
+            lease_head!(),
+            " AND (EXISTS (SELECT 1 FROM fix_run_starts s WHERE s.run_id = r.id) OR (\
+             (?5 IS NULL OR (SELECT count(*) FROM fix_run_starts WHERE started_at >= ?6) < ?5) AND \
+             (?7 IS NULL OR (SELECT count(*) FROM fix_run_starts WHERE started_at >= ?8) < ?7))) \
+             AND (?9 IS NULL OR (SELECT coalesce(sum(cost_usd), 0) FROM fix_ledger WHERE finished_at >= ?10) < ?9) \
+             AND (?11 IS NULL OR (SELECT coalesce(sum(cost_usd), 0) FROM fix_ledger WHERE finished_at >= ?8) < ?11)",
+            lease_tail!()
+        ),
+        vec![
+            lease_id.into(),
+            owner.into(),
+            now_ms.into(),
+            ttl_ms.into(),
+            runs(caps.weekly_runs),
+            w.week_start.into(),
+            runs(caps.monthly_runs),
+            w.month_start.into(),
+            usd(caps.daily_usd),
+            w.day_start.into(),
+            usd(caps.monthly_usd),
+        ],
+    );
+    if let Some(lease) = stmts.get_mut(1) {
+        *lease = capped;
+    }
+    stmts.push(spend_statement(now_ms));
+    stmts
 }
 
 /// Renews a lease and sets the run's state (`leased` → `fixing`); returns `id` only when the
@@ -796,6 +859,74 @@ pub fn utc_day(ms: i64) -> String {
     let y = if m <= 2 { y + 1 } else { y };
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+// ---------------------------------------------------------------------------------------------
+// agent-runner: caps in runs and dollars, and the cost ledger (migration 0010).
+
+/// What was spent in each cap's window, one row ([`crate::fixing::caps::Spend`]): `?1` today
+/// (`YYYY-MM-DD`), `?2` week start, `?3` month start, `?4` day start, `?5` now (ms).
+pub const SELECT_SPEND: &str = "SELECT \
+(SELECT coalesce(sum(used), 0) FROM fix_budget WHERE day = ?1) AS daily_runs, \
+(SELECT count(*) FROM fix_run_starts WHERE started_at >= ?2) AS weekly_runs, \
+(SELECT count(*) FROM fix_run_starts WHERE started_at >= ?3) AS monthly_runs, \
+(SELECT coalesce(sum(cost_usd), 0.0) FROM fix_ledger WHERE finished_at >= ?4) AS daily_usd, \
+(SELECT coalesce(sum(cost_usd), 0.0) FROM fix_ledger WHERE finished_at >= ?3) AS monthly_usd, \
+(SELECT count(*) FROM fix_ledger WHERE finished_at >= ?3 AND cost_usd IS NULL) AS monthly_unreported, \
+(SELECT count(*) FROM fix_runs r JOIN ops_incidents i ON i.id = r.incident_id \
+ WHERE r.state = 'ready' AND COALESCE(i.cooldown_until, 0) <= ?5) AS ready";
+
+/// [`SELECT_SPEND`] bound for `now_ms`.
+pub fn spend_statement(now_ms: i64) -> Statement {
+    let w = crate::fixing::caps::Windows::at(now_ms);
+    Statement::new(
+        SELECT_SPEND,
+        vec![
+            utc_day(now_ms).into(),
+            w.week_start.into(),
+            w.month_start.into(),
+            w.day_start.into(),
+            now_ms.into(),
+        ],
+    )
+}
+
+/// The ledger row of run `run_id`, to ride in the batch of [`finish_run`] after it: inserted only
+/// when that finish matched (the run's lease just ended at `finished_at_ms`), once per run.
+pub fn record_ledger(
+    run_id: i64,
+    entry: &crate::fixing::ledger::LedgerEntry,
+    finished_at_ms: i64,
+) -> Statement {
+    let usd = |v: Option<f64>| v.map_or(SqlValue::Null, SqlValue::Real);
+    Statement::new(
+        "INSERT INTO fix_ledger (run_id, incident_id, outcome, reporter, turns, input_tokens, output_tokens, \
+         cache_read_tokens, cache_write_tokens, cost_usd, max_turns, max_usd, phases, seconds, finished_at, day) \
+         SELECT id, incident_id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 FROM fix_runs \
+         WHERE id = ?1 AND updated_at = ?14 AND lease_id IS NULL ON CONFLICT (run_id) DO NOTHING",
+        vec![
+            run_id.into(),
+            entry.outcome.as_str().into(),
+            entry.reporter.clone().into(),
+            entry.turns.into(),
+            entry.input_tokens.into(),
+            entry.output_tokens.into(),
+            entry.cache_read_tokens.into(),
+            entry.cache_write_tokens.into(),
+            usd(entry.cost_usd),
+            entry.max_turns.into(),
+            usd(entry.max_usd),
+            entry.phases_json().into(),
+            usd(entry.seconds()),
+            finished_at_ms.into(),
+            utc_day(finished_at_ms).into(),
+        ],
+    )
+}
+
+/// The ledger, newest first (`GET /api/ledger`); `phases` is JSON text.
+pub const LIST_LEDGER: &str = "SELECT run_id, incident_id, outcome, reporter, turns, input_tokens, output_tokens, \
+cache_read_tokens, cache_write_tokens, cost_usd, max_turns, max_usd, phases, seconds, finished_at, day \
+FROM fix_ledger ORDER BY finished_at DESC, run_id DESC LIMIT 500";
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use rusqlite::Connection;
+use selfheal::fixing::caps::Caps;
 use selfheal::security::{mint_run_token, run_token_matches};
 use selfheal::sqlite::{Db, run_batch};
 use selfheal::storage::retention::{self, DAY_MS, RULES};
@@ -244,7 +245,7 @@ fn a_run_token_is_minted_with_its_lease_and_dies_with_it() {
     let minted = mint_run_token(&[9u8; 32]);
     let r = run_batch(
         &mut conn,
-        &run_tokens::lease_with_token("L1", "webhook", NOW, 60_000, &minted.hash),
+        &run_tokens::lease_with_token("L1", "webhook", NOW, 60_000, &minted.hash, &Caps::default()),
     )
     .expect("lease");
     let leased = r[run_tokens::LEASE_READBACK_INDEX][0]["run_id"].as_i64();
@@ -269,7 +270,7 @@ fn a_run_token_is_minted_with_its_lease_and_dies_with_it() {
     let other = mint_run_token(&[10u8; 32]);
     run_batch(
         &mut conn,
-        &run_tokens::lease_with_token("L2", "webhook", NOW, 60_000, &other.hash),
+        &run_tokens::lease_with_token("L2", "webhook", NOW, 60_000, &other.hash, &Caps::default()),
     )
     .expect("second lease");
     assert_eq!(count(&conn, "SELECT count(*) FROM run_tokens"), 1);

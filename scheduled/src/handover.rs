@@ -18,6 +18,7 @@
 //! A 2xx marks the run `fixing`; anything else leaves it `leased` until the lease expires and the
 //! run is `ready` again.
 
+use selfheal::fixing::caps::Caps;
 use selfheal::github::{self, Outcome};
 use selfheal::handover::{Handover, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 use selfheal::security::mint_run_token;
@@ -68,9 +69,11 @@ pub async fn step(
         Handover::Webhook { .. } => Some(mint_run_token(&workers::random_bytes32()?)),
         _ => None,
     };
+    // The same caps as the local fixer's lease (runs per week and month, dollars).
+    let caps = Caps::from_vars(|name| workers::var(env, name)).map_err(GlueError::Config)?;
     let stmts = match &minted {
-        Some(m) => lease_with_token(&lease_id, owner, now, ttl_ms(env), &m.hash),
-        None => store::lease_statements(&lease_id, owner, now, ttl_ms(env)),
+        Some(m) => lease_with_token(&lease_id, owner, now, ttl_ms(env), &m.hash, &caps),
+        None => store::lease_statements_capped(&lease_id, owner, now, ttl_ms(env), &caps),
     };
     let results = workers::batch(db, &stmts).await?;
     let Some(run) = results

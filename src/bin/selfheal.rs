@@ -190,7 +190,8 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Today's fix budget (GET /api/budget): `day used/cap`; `--json` for the API's JSON.
+    /// The fix budget (GET /api/budget): `day used/cap`, then every cap (runs per day, week and
+    /// month; dollars per day and month) against its spend; `--json` for the API's JSON.
     Budget {
         /// Print JSON.
         #[arg(long)]
@@ -643,6 +644,12 @@ struct FixArgs {
     /// Print the report as one JSON document at the end.
     #[arg(long)]
     json: bool,
+    /// Most agent turns: passed to Claude Code as `--max-turns`, enforced after the run otherwise.
+    #[arg(long, env = "SELFHEAL_MAX_TURNS")]
+    max_turns: Option<u32>,
+    /// Most dollars: passed to Claude Code as `--max-budget-usd`, enforced after the run otherwise.
+    #[arg(long, env = "SELFHEAL_MAX_USD")]
+    max_usd: Option<f64>,
 }
 
 fn fix(a: FixArgs) -> Result<ExitCode, String> {
@@ -668,6 +675,15 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
             .work_root
             .unwrap_or_else(|| std::env::temp_dir().join("selfheal-fix")),
         github,
+        budget: selfheal::fixing::usage::Budget {
+            max_turns: a.max_turns,
+            max_usd: match a.max_usd {
+                Some(d) if !(d.is_finite() && d >= 0.0) => {
+                    return Err(format!("--max-usd must be a dollar amount, got {d}"));
+                }
+                other => other,
+            },
+        },
     };
     let start = std::time::Instant::now();
     let report = selfheal::fixer::run_once(&cfg, &mut |line| {
@@ -680,11 +696,13 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
             serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
         );
     }
-    Ok(if report.outcome == "failed" {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if matches!(report.outcome.as_str(), "failed" | "budget_exhausted") {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// Applies `f` to every stdin line, writing one output line each. I/O errors end the run.
@@ -959,6 +977,44 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     cell(&v["used"]),
                     cell(&v["cap"])
                 );
+                // Every cap against its spend (runs, dollars), with its window.
+                let amount = |c: &Value, x: &Value| match (c["unit"].as_str(), x.as_f64()) {
+                    (_, None) => "none".to_string(),
+                    (Some("usd"), Some(d)) => format!("${d:.2}"),
+                    (_, Some(n)) => format!("{n:.0}"),
+                };
+                print_table(
+                    &["cap", "used", "limit", "since", "resets", "state", "var"],
+                    v["caps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            vec![
+                                cell(&c["name"]),
+                                amount(c, &c["used"]),
+                                amount(c, &c["cap"]),
+                                utc_minute(&c["since"]),
+                                utc_minute(&c["resets_at"]),
+                                if c["reached"] == true {
+                                    "reached"
+                                } else {
+                                    "ok"
+                                }
+                                .to_string(),
+                                cell(&c["var"]),
+                            ]
+                        })
+                        .collect(),
+                );
+                if let Some(n) = v["monthly_runs_without_dollars"]
+                    .as_i64()
+                    .filter(|n| *n > 0)
+                {
+                    println!(
+                        "{n} run(s) this month reported no dollars (not counted in the dollar caps)"
+                    );
+                }
             }
         }
         Command::Resolve { id, api } => operator(id, "resolve", &api)?,

@@ -155,6 +155,28 @@ pub const RULES: &[Rule] = &[
               AND id NOT IN (SELECT max(id) FROM gate_decisions GROUP BY incident_id)",
     },
     Rule {
+        table: "fix_run_starts",
+        days: RESOLVED_INCIDENT_DAYS,
+        cutoff: Cutoff::Ms,
+        keeps: "the start of every run that is kept",
+        sql: concat!(
+            "DELETE FROM fix_run_starts WHERE run_id IN (SELECT id FROM fix_runs WHERE incident_id IN (",
+            expired_incidents!(),
+            "))"
+        ),
+    },
+    Rule {
+        table: "fix_ledger",
+        days: RESOLVED_INCIDENT_DAYS,
+        cutoff: Cutoff::Ms,
+        keeps: "the ledger row of every run that is kept",
+        sql: concat!(
+            "DELETE FROM fix_ledger WHERE run_id IN (SELECT id FROM fix_runs WHERE incident_id IN (",
+            expired_incidents!(),
+            "))"
+        ),
+    },
+    Rule {
         table: "fix_runs",
         days: RESOLVED_INCIDENT_DAYS,
         cutoff: Cutoff::Ms,
@@ -233,6 +255,14 @@ pub const RULES: &[Rule] = &[
         cutoff: Cutoff::Ms,
         keeps: "the Sentry issue of every incident that is kept",
         sql: "DELETE FROM intake_sentry_issues WHERE created_at < ?1 \
+              AND fingerprint NOT IN (SELECT fingerprint FROM ops_incidents)",
+    },
+    Rule {
+        table: "intake_workers_issues",
+        days: RESOLVED_INCIDENT_DAYS,
+        cutoff: Cutoff::Ms,
+        keeps: "the Workers Issues issue of every incident that is kept",
+        sql: "DELETE FROM intake_workers_issues WHERE created_at < ?1 \
               AND fingerprint NOT IN (SELECT fingerprint FROM ops_incidents)",
     },
 ];

@@ -21,8 +21,9 @@ pub fn lease_with_token(
     now_ms: i64,
     ttl_ms: i64,
     token_hash: &str,
+    caps: &crate::fixing::caps::Caps,
 ) -> Vec<Statement> {
-    let mut stmts = store::lease_statements(lease_id, owner, now_ms, ttl_ms);
+    let mut stmts = store::lease_statements_capped(lease_id, owner, now_ms, ttl_ms, caps);
     stmts.push(Statement::new(
         "INSERT INTO run_tokens (token_hash, run_id, lease_id, expires_at, created_at) \
          SELECT ?1, id, lease_id, lease_expires_at, ?3 FROM fix_runs WHERE lease_id = ?2",
