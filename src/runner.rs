@@ -28,12 +28,15 @@
 //! - Intake: `POST /api/intake/sentry` (Sentry internal integration webhooks, see
 //!   [`crate::intake`]; `SELFHEAL_SENTRY_CLIENT_SECRET`), authenticated by `Sentry-Hook-Signature`
 //!   instead of the API token.
+//! - The operator dashboard ([`dashboard`]): HTML pages at `/` and `/dashboard*`, signed in
+//!   with the API token into a session cookie.
 //! - Guards ([`crate::security`]), in this order, before any work: a credential-like query
 //!   parameter → 400; the bearer token compared in constant time → 401 (a per-run token
 //!   `shr_…` of a hosted handover is accepted only on `POST /api/runs/{id}/heartbeat|result` of
 //!   its own run, while that run holds the lease it was minted with); every POST's body limit
 //!   ([`crate::security::body_limit`]) → 413 before the body is parsed.
 
+mod dashboard;
 mod ingest;
 mod operator;
 
@@ -186,8 +189,12 @@ async fn claim(db: &worker::D1Database, job: &FixJob, cap: u32) -> Result<ClaimO
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
     let path = req.path();
-    if path == "/" || path == "/health" {
+    if path == "/health" {
         return Response::ok("selfheal agent-runner\n");
+    }
+    // The operator dashboard (HTML, session cookie): `/`, `/signin`, `/signout`, `/dashboard*`.
+    if dashboard::owns(&path) {
+        return dashboard::handle(&env, &mut req).await;
     }
     if !path.starts_with("/api/") {
         return json_error(404, "not found");
