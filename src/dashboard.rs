@@ -270,35 +270,24 @@ pub fn chart_svg(counts: &[i64]) -> String {
 }
 
 /// The ticket's markdown as HTML, safely: every character escaped first; then ATX headings
-/// (shown two levels down, at most `h6`), `-`/`*` list items, fenced code blocks (CommonMark: a
-/// fence of n ≥ 3 backticks or tildes closes only on a line of at least n of the same), inline
-/// code and `**bold**`; other lines are paragraphs. HTML comments on their own line (the
-/// tracker's fingerprint marker) are left out; no link or raw HTML is ever produced.
+/// (shown two levels down, at most `h6`), `-`/`*` list items, pipe tables (GFM: rows of
+/// `| a | b |`, the `|---|` delimiter row left out, the first row the header), fenced code blocks
+/// (CommonMark: a fence of n ≥ 3 backticks or tildes closes only on a line of at least n of the
+/// same), inline code and `**bold**`; other lines are paragraphs. HTML comments on their own line
+/// (the tracker's fingerprint marker) are left out; no link or raw HTML is ever produced.
 pub fn markdown(md: &str) -> String {
-    let mut out = String::new();
+    let mut b = Blocks::default();
     let mut fence: Option<(char, usize)> = None;
-    let mut list = false;
-    let mut para: Vec<String> = Vec::new();
-    let flush = |out: &mut String, para: &mut Vec<String>, list: &mut bool| {
-        if !para.is_empty() {
-            let _ = write!(out, "<p>{}</p>", para.join("<br>"));
-            para.clear();
-        }
-        if *list {
-            out.push_str("</ul>");
-            *list = false;
-        }
-    };
     for line in md.lines() {
         let t = line.trim();
         if let Some((ch, n)) = fence {
             let run = t.chars().take_while(|c| *c == ch).count();
             if run >= n && run == t.chars().count() {
-                out.push_str("</code></pre>");
+                b.out.push_str("</code></pre>");
                 fence = None;
             } else {
-                out.push_str(&escape(line));
-                out.push('\n');
+                b.out.push_str(&escape(line));
+                b.out.push('\n');
             }
             continue;
         }
@@ -307,44 +296,87 @@ pub fn markdown(md: &str) -> String {
             _ => (' ', 0),
         };
         if run >= 3 {
-            flush(&mut out, &mut para, &mut list);
-            out.push_str("<pre><code>");
+            b.flush();
+            b.out.push_str("<pre><code>");
             fence = Some((ch, run));
             continue;
         }
         if t.is_empty() || (t.starts_with("<!--") && t.ends_with("-->")) {
-            flush(&mut out, &mut para, &mut list);
+            b.flush();
             continue;
         }
         let hashes = t.chars().take_while(|c| *c == '#').count();
         if (1..=6).contains(&hashes) && t[hashes..].starts_with(' ') {
-            flush(&mut out, &mut para, &mut list);
+            b.flush();
             let level = (hashes + 2).min(6);
-            let _ = write!(out, "<h{level}>{}</h{level}>", inline(t[hashes..].trim()));
+            let _ = write!(b.out, "<h{level}>{}</h{level}>", inline(t[hashes..].trim()));
+            continue;
+        }
+        if let Some(row) = t.strip_prefix('|') {
+            if b.table.is_empty() {
+                b.flush();
+            }
+            b.table.push(row.trim_end_matches('|').to_string());
             continue;
         }
         if let Some(item) = t.strip_prefix("- ").or_else(|| t.strip_prefix("* ")) {
-            if !para.is_empty() {
-                let _ = write!(out, "<p>{}</p>", para.join("<br>"));
-                para.clear();
+            if !b.list {
+                b.flush();
+                b.out.push_str("<ul>");
+                b.list = true;
             }
-            if !list {
-                out.push_str("<ul>");
-                list = true;
-            }
-            let _ = write!(out, "<li>{}</li>", inline(item));
+            let _ = write!(b.out, "<li>{}</li>", inline(item));
             continue;
         }
-        if list {
-            flush(&mut out, &mut para, &mut list);
+        if b.list || !b.table.is_empty() {
+            b.flush();
         }
-        para.push(inline(t));
+        b.para.push(inline(t));
     }
     if fence.is_some() {
-        out.push_str("</code></pre>");
+        b.out.push_str("</code></pre>");
     }
-    flush(&mut out, &mut para, &mut list);
-    out
+    b.flush();
+    b.out
+}
+
+/// The open blocks of [`markdown`]: a paragraph's lines, a list, a table's rows.
+#[derive(Default)]
+struct Blocks {
+    out: String,
+    para: Vec<String>,
+    list: bool,
+    table: Vec<String>,
+}
+
+impl Blocks {
+    /// Closes whatever block is open.
+    fn flush(&mut self) {
+        if !self.para.is_empty() {
+            let _ = write!(self.out, "<p>{}</p>", self.para.join("<br>"));
+            self.para.clear();
+        }
+        if self.list {
+            self.out.push_str("</ul>");
+            self.list = false;
+        }
+        if self.table.is_empty() {
+            return;
+        }
+        self.out.push_str("<table>");
+        let delimiter =
+            |r: &str| r.contains('-') && r.chars().all(|c| matches!(c, '|' | '-' | ':' | ' '));
+        for (i, row) in self.table.iter().filter(|r| !delimiter(r)).enumerate() {
+            let tag = if i == 0 { "th" } else { "td" };
+            self.out.push_str("<tr>");
+            for c in row.split('|') {
+                let _ = write!(self.out, "<{tag}>{}</{tag}>", inline(c.trim()));
+            }
+            self.out.push_str("</tr>");
+        }
+        self.out.push_str("</table>");
+        self.table.clear();
+    }
 }
 
 /// Inline markdown of one line: escaped, `` `code` `` and `**bold**` (outside code).
@@ -587,6 +619,20 @@ pub struct IncidentPage<'a> {
     pub hourly: &'a [i64],
 }
 
+/// An incident's components and releases as `selfheal show` and the incident page list them:
+/// (`GET /api/incidents` field, label).
+pub const COMPONENTS: &[(&str, &str)] = &[
+    ("fingerprint", "fingerprint"),
+    ("script_name", "script"),
+    ("route_pattern", "route"),
+    ("exception_type", "exception"),
+    ("normalized_message", "message"),
+    ("top_frame", "top frame"),
+    ("status_class", "status class"),
+    ("first_release", "first release"),
+    ("last_release", "last release"),
+];
+
 /// Actions of the CLI on one incident, as POST forms to `/dashboard/incidents/{id}/{action}`.
 pub const ACTIONS: &[&str] = &["resolve", "ignore", "reopen"];
 
@@ -619,18 +665,7 @@ pub fn incident_page(p: &IncidentPage, csrf: &str) -> String {
         ));
     }
     b.push_str("</p><h2>Components</h2>");
-    let fields = [
-        ("fingerprint", "fingerprint"),
-        ("script_name", "script"),
-        ("route_pattern", "route"),
-        ("exception_type", "exception"),
-        ("normalized_message", "message"),
-        ("top_frame", "top frame"),
-        ("status_class", "status class"),
-        ("first_release", "first release"),
-        ("last_release", "last release"),
-    ];
-    let mut rows: Vec<Vec<String>> = fields
+    let mut rows: Vec<Vec<String>> = COMPONENTS
         .iter()
         .map(|(k, label)| vec![escape(label), cell(&i[*k])])
         .collect();
@@ -980,6 +1015,11 @@ mod tests {
         );
         // An unclosed fence still ends its block.
         assert_eq!(markdown("```\n<x>"), "<pre><code>&lt;x&gt;\n</code></pre>");
+        // A pipe table (the ticket's counts), its cells escaped.
+        assert_eq!(
+            markdown("| | |\n|---|---|\n| occurrences | <b>10</b> |\nafter"),
+            "<table><tr><th></th><th></th></tr><tr><td>occurrences</td><td>&lt;b&gt;10&lt;/b&gt;</td></tr></table><p>after</p>"
+        );
         // A link is text.
         assert_eq!(markdown("[a](javascript:x)"), "<p>[a](javascript:x)</p>");
     }

@@ -15,7 +15,9 @@
 //!   [`super::operator::api`]) and statements ([`crate::store::SELECT_SAMPLES`]); only what the
 //!   API does not return is read here: the occurrences per hour (`ops_occ_1h`) and the tracker
 //!   and PR links.
-//! - Every answer: `Cache-Control: no-store`, `Referrer-Policy: no-referrer`, a
+//! - Every answer: `Cache-Control: no-store`, `Referrer-Policy: same-origin` (no referrer to other
+//!   sites; not `no-referrer`, under which a browser sends `Origin: null` with a form POST and the
+//!   origin check could not tell), a
 //!   `Content-Security-Policy` without scripts (`default-src 'none'`, inline styles only,
 //!   `form-action 'self'`, `frame-ancestors 'none'`).
 
@@ -71,7 +73,7 @@ fn html(status: u16, body: &str) -> worker::Result<Response> {
 fn guard_headers(resp: &Response) -> worker::Result<()> {
     let h = resp.headers();
     h.set("cache-control", "no-store")?;
-    h.set("referrer-policy", "no-referrer")?;
+    h.set("referrer-policy", "same-origin")?;
     h.set("x-content-type-options", "nosniff")?;
     h.set("content-security-policy", CSP)?;
     Ok(())
@@ -126,7 +128,9 @@ async fn serve(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
         let (site, origin) = (headers.get("sec-fetch-site")?, headers.get("origin")?);
         let own = url.origin().ascii_serialization();
         if !view::same_origin(site.as_deref(), origin.as_deref(), &own) {
-            console_log!("selfheal dashboard {path}: refused a cross-origin POST");
+            console_log!(
+                "selfheal dashboard {path}: refused a cross-origin POST (Origin {origin:?}, Sec-Fetch-Site {site:?}, own origin {own})"
+            );
             let msg = "cross-origin form refused";
             return Ok(html(403, &view::message_page("Refused", msg, None))?);
         }
