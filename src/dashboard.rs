@@ -143,6 +143,18 @@ pub fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| percent_decode(v))
 }
 
+/// `s` percent-encoded for a URL query value (every byte but the unreserved `A-Z a-z 0-9 - . _ ~`).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes().fold(String::new(), |mut out, b| {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        out
+    })
+}
+
 fn percent_decode(s: &[u8]) -> String {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
@@ -531,7 +543,8 @@ fn runs_table(out: &mut String, runs: &[Value]) {
     );
 }
 
-/// The incident list: every incident of `GET /api/incidents` with its status, gate decision,
+/// The incident list: every incident of `GET /api/incidents` (only those of `status` when given,
+/// as `selfheal incidents --status`; links to each status present) with its status, gate decision,
 /// label, occurrences, a chart of its occurrences per hour (`hourly`: one [`hourly_counts`] per
 /// incident, same order; missing = no occurrences), releases and components; then today's
 /// budget.
@@ -539,10 +552,28 @@ pub fn incidents_page(
     incidents: &[Value],
     hourly: &[Vec<i64>],
     budget: &Value,
+    status: Option<&str>,
     csrf: &str,
 ) -> String {
     let mut body = budget_line(budget);
     let empty = vec![0; CHART_HOURS];
+    // The filter: every status present, as stored (the set is not fixed here).
+    let mut statuses: Vec<&str> = Vec::new();
+    for s in incidents.iter().filter_map(|i| i["status"].as_str()) {
+        if !statuses.contains(&s) {
+            statuses.push(s);
+        }
+    }
+    body.push_str("<p id=\"filter\">status: <a href=\"/dashboard\">all</a>");
+    for s in statuses {
+        let _ = write!(
+            body,
+            " · <a href=\"/dashboard?status={}\">{}</a>",
+            escape(&percent_encode(s)),
+            escape(s)
+        );
+    }
+    body.push_str("</p>");
     table(
         &mut body,
         "incidents",
@@ -560,25 +591,29 @@ pub fn incidents_page(
             "exception",
             "message",
         ],
-        incidents.iter().enumerate().map(|(k, i)| {
-            vec![
-                format!(
-                    "<a href=\"/dashboard/incidents/{0}\">#{0}</a>",
-                    cell(&i["id"])
-                ),
-                format!("<span class=\"status\">{}</span>", cell(&i["status"])),
-                cell(&i["gate_decision"]),
-                cell(&i["label"]),
-                cell(&i["occurrence_count"]),
-                chart_svg(hourly.get(k).unwrap_or(&empty)),
-                utc_minute(&i["last_seen"]),
-                releases(i),
-                cell(&i["script_name"]),
-                cell(&i["route_pattern"]),
-                cell(&i["exception_type"]),
-                cell(&i["normalized_message"]),
-            ]
-        }),
+        incidents
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| status.is_none_or(|s| i["status"] == s))
+            .map(|(k, i)| {
+                vec![
+                    format!(
+                        "<a href=\"/dashboard/incidents/{0}\">#{0}</a>",
+                        cell(&i["id"])
+                    ),
+                    format!("<span class=\"status\">{}</span>", cell(&i["status"])),
+                    cell(&i["gate_decision"]),
+                    cell(&i["label"]),
+                    cell(&i["occurrence_count"]),
+                    chart_svg(hourly.get(k).unwrap_or(&empty)),
+                    utc_minute(&i["last_seen"]),
+                    releases(i),
+                    cell(&i["script_name"]),
+                    cell(&i["route_pattern"]),
+                    cell(&i["exception_type"]),
+                    cell(&i["normalized_message"]),
+                ]
+            }),
     );
     page("Incidents", Some(csrf), &body)
 }
@@ -893,6 +928,7 @@ mod tests {
             std::slice::from_ref(&incident),
             &[],
             &json!({"day": evil, "cap": 3, "used": 1}),
+            None,
             "c\"sr<f",
         );
         let hist = [
@@ -928,6 +964,35 @@ mod tests {
             assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
         }
         assert!(one.contains("value=\"c&quot;sr&lt;f\""));
+    }
+
+    #[test]
+    fn the_list_filters_by_status_and_links_every_status_present() {
+        let rows = [
+            json!({"id": 1, "status": "open"}),
+            json!({"id": 2, "status": "fix merged&<"}),
+            json!({"id": 3, "status": "open"}),
+        ];
+        let budget = json!({});
+        let all = incidents_page(&rows, &[], &budget, None, "t");
+        assert_eq!(all.matches("<a href=\"/dashboard/incidents/").count(), 3);
+        assert_eq!(all.matches("href=\"/dashboard?status=open\"").count(), 1);
+        assert!(
+            all.contains("href=\"/dashboard?status=fix%20merged%26%3C\">fix merged&amp;&lt;</a>"),
+            "{all}"
+        );
+        let open = incidents_page(&rows, &[], &budget, Some("open"), "t");
+        assert!(
+            open.contains("href=\"/dashboard/incidents/1\"")
+                && open.contains("href=\"/dashboard/incidents/3\"")
+        );
+        assert!(!open.contains("href=\"/dashboard/incidents/2\""));
+        assert_eq!(
+            incidents_page(&rows, &[], &budget, Some("gone"), "t")
+                .matches("/dashboard/incidents/")
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! - `GET /` → the sign-in page (or `303 /dashboard` when signed in); `POST /signin` with the form
 //!   field `token` = `SELFHEAL_API_TOKEN` → `303 /dashboard` and the session cookie (401 and the
 //!   page again for a wrong token); `POST /signout` → the cookie cleared, `303 /`.
-//! - `GET /dashboard` (incidents), `/dashboard/runs` (fix runs and today's budget),
+//! - `GET /dashboard[?status=S]` (incidents), `/dashboard/runs` (fix runs and today's budget),
 //!   `/dashboard/incidents/{id}` (what `selfheal show` prints, the ticket rendered);
 //!   `POST /dashboard/incidents/{id}/resolve|ignore|reopen|label` (`label` = `actionable` |
 //!   `not_actionable`) → `303` back to the incident's page. Signed out → `303 /` (GET) or 401.
@@ -189,7 +189,13 @@ async fn serve(env: &Env, req: &mut Request) -> Result<Response, GlueError> {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
         [""] | ["", "signin" | "signout"] => Ok(redirect("/dashboard", None)?),
-        ["", "dashboard"] => incidents(env, &csrf, now_ms).await,
+        ["", "dashboard"] => {
+            let status = url
+                .query_pairs()
+                .find(|(k, _)| k == "status")
+                .map(|(_, v)| v.into_owned());
+            incidents(env, status.as_deref(), &csrf, now_ms).await
+        }
         ["", "dashboard", "runs"] => {
             let runs = super::api(env, "/api/runs").await?.unwrap_or_default();
             let budget = super::api(env, "/api/budget").await?.unwrap_or_default();
@@ -222,7 +228,12 @@ struct HourRow {
 }
 
 /// `GET /dashboard`: the incidents of `GET /api/incidents`, each with its chart; today's budget.
-async fn incidents(env: &Env, csrf: &str, now_ms: i64) -> Result<Response, GlueError> {
+async fn incidents(
+    env: &Env,
+    status: Option<&str>,
+    csrf: &str,
+    now_ms: i64,
+) -> Result<Response, GlueError> {
     let list = super::api(env, "/api/incidents").await?.unwrap_or_default();
     let budget = super::api(env, "/api/budget").await?.unwrap_or_default();
     let since = now_ms - (view::CHART_HOURS as i64) * 3_600_000;
@@ -243,7 +254,7 @@ async fn incidents(env: &Env, csrf: &str, now_ms: i64) -> Result<Response, GlueE
         .collect();
     Ok(html(
         200,
-        &view::incidents_page(incidents, &hourly, &budget, csrf),
+        &view::incidents_page(incidents, &hourly, &budget, status, csrf),
     )?)
 }
 

@@ -7,11 +7,11 @@
 //
 // Checked: a wrong token is refused (401, no cookie); signing in with the API token sets an
 // HttpOnly, SameSite=Strict session cookie that page scripts cannot read; the incident list shows
-// the incident and its chart; its page renders the ticket with the hostile text as text; the
-// resolve button changes its status on the page and writes the history row in D1; a POST without
-// the CSRF token, or from another origin, is 403 and changes nothing; a token in a query string is
-// 400; no URL the browser visited carries the token; signing out ends the session. A screenshot
-// of the incident's page is kept at .selfheal/dashboard.png.
+// the incident and its chart, and filters by status; its page renders the ticket with the hostile
+// text as text; the resolve button changes its status on the page and writes the history row in
+// D1; a POST without the CSRF token, or from another origin, is 403 and changes nothing; a token
+// in a query string is 400; no URL the browser visited carries the token; signing out ends the
+// session. A screenshot of the incident's page is kept at .selfheal/dashboard.png.
 //
 // No chromium (not root, no apt) → the suite is SKIPPED, and says so.
 
@@ -161,6 +161,12 @@ describe("the operator dashboard in headless Chromium", { skip, timeout: 90_000 
     assert.equal(await text("#label"), "actionable");
     mkdirSync(join(ROOT, ".selfheal"), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    // The list's status filter (as `selfheal incidents --status`).
+    const link = `#incidents a[href="/dashboard/incidents/${incident.id}"]`;
+    await page.goto(`${stack.urls.runner}/dashboard?status=resolved`);
+    assert.ok(await page.$(link), "listed under resolved");
+    await page.goto(`${stack.urls.runner}/dashboard?status=${incident.status}`);
+    assert.equal(await page.$(link), null, `not listed under ${incident.status}`);
   });
 
   test("a POST without the CSRF token, or from another origin, is 403 and changes nothing", async () => {
