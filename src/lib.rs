@@ -13,6 +13,8 @@ pub mod event;
 pub mod fingerprint;
 #[cfg(feature = "cli")]
 pub mod fixer;
+#[cfg(feature = "cli")]
+pub mod fixing;
 pub mod github;
 pub mod handover;
 pub mod intake;

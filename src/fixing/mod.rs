@@ -1,0 +1,3 @@
+//! The local fixer's parts beside [`crate::fixer`] (feature `cli`).
+
+pub mod repro;
