@@ -350,6 +350,8 @@ pub struct DerivedConfig {
     pub main: Option<String>,
     /// Binding kinds the config declares that start empty locally (`d1_databases`, …).
     pub bindings: Vec<String>,
+    /// Whether wrangler bundles it (no `no_bundle = true`): see the module docs' known limits.
+    pub bundled: bool,
 }
 
 /// Binding keys whose local stand-ins start empty (production data is not there).
@@ -384,6 +386,7 @@ pub fn derive_config(path: &Path) -> Result<DerivedConfig, String> {
         let mut replaced = false;
         let mut in_root = true;
         let mut main = None;
+        let mut bundled = true;
         let mut lines = Vec::new();
         for line in text.lines() {
             let t = line.trim_start();
@@ -398,6 +401,11 @@ pub fn derive_config(path: &Path) -> Result<DerivedConfig, String> {
                 main = t
                     .split_once('=')
                     .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string());
+            }
+            if in_root && key == "no_bundle" {
+                bundled = !t
+                    .split_once('=')
+                    .is_some_and(|(_, v)| v.trim().starts_with("true"));
             }
             if in_root && key == "tail_consumers" {
                 if !t.trim_end().ends_with(']') {
@@ -421,6 +429,7 @@ pub fn derive_config(path: &Path) -> Result<DerivedConfig, String> {
             text: out,
             main,
             bindings,
+            bundled,
         });
     }
     let mut v: Value = serde_json::from_str(&strip_jsonc(&text))
@@ -433,11 +442,13 @@ pub fn derive_config(path: &Path) -> Result<DerivedConfig, String> {
         json!([{ "service": CAPTURE_SERVICE }]),
     );
     let main = obj.get("main").and_then(Value::as_str).map(str::to_string);
+    let bundled = obj.get("no_bundle") != Some(&Value::Bool(true));
     Ok(DerivedConfig {
         file_name: format!("{DERIVED_CONFIG_STEM}.json"),
         text: serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
         main,
         bindings,
+        bundled,
     })
 }
 
@@ -695,7 +706,9 @@ impl Reproduction {
     fn observations(obs: &[Observation]) -> String {
         let mut out = String::new();
         for o in obs {
-            let status = o.status.map_or("no response".into(), |s| format!("HTTP {s}"));
+            let status = o
+                .status
+                .map_or("no response".into(), |s| format!("HTTP {s}"));
             let outcome = o.outcome.as_deref().unwrap_or("no TraceItem captured");
             let what = match (&o.seen, &o.noise) {
                 (Some(s), _) => format!(
@@ -820,7 +833,9 @@ fn serve_one(mut stream: TcpStream, bodies: &Mutex<Vec<String>>) {
         }
     };
     let Some(length) = length.filter(|l| *l <= 64 * 1024 * 1024) else {
-        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = stream.write_all(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
         return;
     };
     while buf.len() < head_end + length {
@@ -912,14 +927,6 @@ fn capture_worker(port: u16) -> String {
     )
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
-}
-
 /// The wrangler command for `dir`: `settings.wrangler`, else `dir`'s or `repo`'s
 /// `node_modules/.bin/wrangler`, else `wrangler` when it is on `PATH`.
 fn wrangler_command(settings: &Settings, dir: &Path, repo: &Path) -> Option<String> {
@@ -960,10 +967,14 @@ fn replay(
     let derived_path = dir.join(&derived.file_name);
     std::fs::write(&derived_path, &derived.text).map_err(|e| format!("derived config: {e}"))?;
     let capture = CaptureServer::start()?;
-    std::fs::write(state.join("capture.mjs"), capture_worker(capture.port))
+    // Its own folder: with no_bundle, wrangler watches the folder of `main`, and a log or the
+    // local persistence written beside it would make it reload without end.
+    let capture_dir = state.join("capture");
+    std::fs::create_dir_all(&capture_dir)
+        .and_then(|()| std::fs::write(capture_dir.join("capture.mjs"), capture_worker(capture.port)))
         .and_then(|()| {
             std::fs::write(
-                state.join("capture.toml"),
+                capture_dir.join("capture.toml"),
                 format!(
                     "name = \"{CAPTURE_SERVICE}\"\nmain = \"capture.mjs\"\ncompatibility_date = \"2025-01-01\"\nno_bundle = true\n"
                 ),
@@ -977,7 +988,7 @@ fn replay(
         "exec {wrangler} dev -c {} -c {} --ip 127.0.0.1 --port {port} --inspector-port {inspector} \
          --persist-to {} --show-interactive-dev-session=false --log-level log",
         quote(&derived_path.display().to_string()),
-        quote(&state.join("capture.toml").display().to_string()),
+        quote(&capture_dir.join("capture.toml").display().to_string()),
         quote(&state.join("persist").display().to_string()),
     );
     let out = std::fs::File::create(&log).map_err(|e| format!("log: {e}"))?;
@@ -1004,7 +1015,7 @@ fn replay(
         lines[lines.len().saturating_sub(15)..].join("\n")
     };
     let base = format!("http://127.0.0.1:{port}");
-    let agent = http();
+    let agent = crate::fixer::agent();
     let started = Instant::now();
     loop {
         if let Ok(Some(status)) = dev.child.try_wait() {
@@ -1175,11 +1186,21 @@ pub fn check(
         .to_string();
     let mut notes = Vec::new();
     match derive_config(&config) {
-        Ok(d) if !d.bindings.is_empty() => notes.push(format!(
-            "the config declares {}: they start empty locally, so a failure that needs production data does not happen here",
-            d.bindings.join(", ")
-        )),
-        Ok(_) => {}
+        Ok(d) => {
+            if !d.bindings.is_empty() {
+                notes.push(format!(
+                    "the config declares {}: they start empty locally, so a failure that needs production data does not happen here",
+                    d.bindings.join(", ")
+                ));
+            }
+            if d.bundled {
+                notes.push(
+                    "the Worker is bundled: under wrangler dev an uncaught exception reaches the tail as outcome ok with HTTP 500 \
+                     (wrangler's dev error middleware), so an exception's fingerprint cannot appear; no_bundle = true keeps the real shape"
+                        .into(),
+                );
+            }
+        }
         Err(e) => {
             return Reproduction::skipped(
                 fingerprint,
@@ -1229,7 +1250,8 @@ pub fn check(
         return rep;
     }
     progress("reproduce: the same requests against the change");
-    let fix_config = worker_config(fix_dir).unwrap_or_else(|| fix_dir.join(config.file_name().unwrap_or_default()));
+    let fix_config = worker_config(fix_dir)
+        .unwrap_or_else(|| fix_dir.join(config.file_name().unwrap_or_default()));
     match replay(
         &wrangler,
         fix_dir,
@@ -1307,8 +1329,16 @@ mod tests {
     #[test]
     fn requests_come_from_the_ticket_samples() {
         let plan = replay_plan(&task(&[
-            sample("GET", "https://shop.example.com/checkout/1?coupon=none", json!({})),
-            sample("GET", "https://shop.example.com/checkout/1?coupon=none", json!({})),
+            sample(
+                "GET",
+                "https://shop.example.com/checkout/1?coupon=none",
+                json!({}),
+            ),
+            sample(
+                "GET",
+                "https://shop.example.com/checkout/1?coupon=none",
+                json!({}),
+            ),
             sample(
                 "DELETE",
                 "https://shop.example.com/checkout/2",
@@ -1352,7 +1382,10 @@ mod tests {
         assert!(plan.requests.is_empty(), "{:?}", plan.requests);
         let whys: Vec<&str> = plan.unreplayable.iter().map(|u| u.why.as_str()).collect();
         assert_eq!(whys.len(), 3);
-        assert!(whys[0].contains("body") && whys[1].contains("body"), "{whys:?}");
+        assert!(
+            whys[0].contains("body") && whys[1].contains("body"),
+            "{whys:?}"
+        );
         assert!(whys[2].contains("scrubbed"), "{whys:?}");
         // A POST that recorded an empty body is replayable.
         let empty = replay_plan(&task(&[sample(
@@ -1389,12 +1422,24 @@ mod tests {
         )
         .expect("write");
         let d = derive_config(&toml).expect("toml");
-        assert!(d.text.ends_with(&format!("[[tail_consumers]]\nservice = \"{CAPTURE_SERVICE}\"\n")), "{}", d.text);
+        assert!(
+            d.text.ends_with(&format!(
+                "[[tail_consumers]]\nservice = \"{CAPTURE_SERVICE}\"\n"
+            )),
+            "{}",
+            d.text
+        );
         assert_eq!(d.main.as_deref(), Some("src/index.js"));
         assert_eq!(d.bindings, vec!["d1_databases"]);
-        std::fs::write(&toml, "name = \"a\"\ntail_consumers = [{ service = \"prod-tail\" }]\n[vars]\nX = \"1\"\n").expect("write");
+        assert!(d.bundled);
+        std::fs::write(&toml, "name = \"a\"\nno_bundle = true\ntail_consumers = [{ service = \"prod-tail\" }]\n[vars]\nX = \"1\"\n").expect("write");
         let d = derive_config(&toml).expect("toml");
-        assert!(!d.text.contains("prod-tail") && d.text.contains(CAPTURE_SERVICE), "{}", d.text);
+        assert!(!d.bundled);
+        assert!(
+            !d.text.contains("prod-tail") && d.text.contains(CAPTURE_SERVICE),
+            "{}",
+            d.text
+        );
         std::fs::write(&toml, "[[tail_consumers]]\nservice = \"x\"\n").expect("write");
         assert!(derive_config(&toml).is_err());
         let jsonc = dir.join("wrangler.jsonc");
@@ -1406,7 +1451,10 @@ mod tests {
         let d = derive_config(&jsonc).expect("jsonc");
         let v: Value = serde_json::from_str(&d.text).expect("json out");
         assert_eq!(v["tail_consumers"][0]["service"], CAPTURE_SERVICE);
-        assert_eq!(v["vars"]["URL"], "https://x//y", "a // inside a string is kept");
+        assert_eq!(
+            v["vars"]["URL"], "https://x//y",
+            "a // inside a string is kept"
+        );
         assert_eq!(d.main.as_deref(), Some("index.js"));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1440,7 +1488,11 @@ mod tests {
     #[test]
     fn local_items_fingerprint_as_production_ones() {
         let root = "/tmp/wt/run-1/base/src";
-        let batch = json!([local_item(Some(0), root, true), local_item(None, root, true), local_item(Some(1), root, false)]);
+        let batch = json!([
+            local_item(Some(0), root, true),
+            local_item(None, root, true),
+            local_item(Some(1), root, false)
+        ]);
         let got = fingerprint_batch(&batch.to_string(), "shop", &[root.to_string()], 5);
         assert_eq!(got.len(), 2, "the untagged probe is skipped");
         let (tag, outcome, seen) = &got[0];
@@ -1450,7 +1502,8 @@ mod tests {
         // the same fingerprint through the same pipeline.
         let mut prod = local_item(Some(0), root, true);
         prod["scriptName"] = json!("shop");
-        prod["exceptions"][0]["stack"] = json!("    at discount (index.js:2:30)\n    at Object.fetch (index.js:9:20)");
+        prod["exceptions"][0]["stack"] =
+            json!("    at discount (index.js:2:30)\n    at Object.fetch (index.js:9:20)");
         let prod: TraceItem = serde_json::from_value(prod).expect("item");
         let ItemVerdict::Event(e) = process_item(&prod, &PipelineConfig::default(), 5) else {
             panic!("production item is an event");
@@ -1492,36 +1545,70 @@ mod tests {
         assert!(why.starts_with("not_reproduced:"), "{why}");
         assert_eq!(judge(t, &before, None).0, Verdict::Fixed);
         let fixed = [obs("GET /checkout/1", None), obs("GET /", Some("other"))];
-        assert_eq!(judge(t, &before, Some(&fixed)).0, Verdict::Fixed, "an old, other fingerprint may stay");
+        assert_eq!(
+            judge(t, &before, Some(&fixed)).0,
+            Verdict::Fixed,
+            "an old, other fingerprint may stay"
+        );
         let (v, why) = judge(t, &before, Some(&before));
         assert_eq!(v, Verdict::StillReproduced);
-        assert!(why.starts_with("fix does not remove the reported failure:"), "{why}");
-        let (v, why) = judge(t, &before, Some(&[obs("GET /checkout/1", Some("bbbb")), obs("GET /", Some("other"))]));
+        assert!(
+            why.starts_with("fix does not remove the reported failure:"),
+            "{why}"
+        );
+        let (v, why) = judge(
+            t,
+            &before,
+            Some(&[
+                obs("GET /checkout/1", Some("bbbb")),
+                obs("GET /", Some("other")),
+            ]),
+        );
         assert_eq!(v, Verdict::NewFailure);
         assert!(why.contains("bbbb"), "{why}");
         let mut silent = obs("GET /checkout/1", None);
         silent.outcome = None;
         silent.noise = None;
-        assert_eq!(judge(t, &before, Some(&[silent, obs("GET /", Some("other"))])).0, Verdict::Inconclusive);
+        assert_eq!(
+            judge(t, &before, Some(&[silent, obs("GET /", Some("other"))])).0,
+            Verdict::Inconclusive
+        );
     }
 
     #[test]
     fn evidence_says_what_ran_and_what_did_not() {
-        let mut rep = Reproduction::skipped("aaaa", ReplayPlan {
-            requests: vec![],
-            unreplayable: vec![Unreplayable { request: "POST /o".into(), why: "body".into() }],
-        }, "no sample request can be replayed".into());
+        let mut rep = Reproduction::skipped(
+            "aaaa",
+            ReplayPlan {
+                requests: vec![],
+                unreplayable: vec![Unreplayable {
+                    request: "POST /o".into(),
+                    why: "body".into(),
+                }],
+            },
+            "no sample request can be replayed".into(),
+        );
         assert_eq!(rep.rejection(), None);
         let ev = rep.evidence();
         assert_eq!(ev.len(), 1);
-        assert!(ev[0].2.contains("test-only") && ev[0].2.contains("not replayed: POST /o"), "{}", ev[0].2);
+        assert!(
+            ev[0].2.contains("test-only") && ev[0].2.contains("not replayed: POST /o"),
+            "{}",
+            ev[0].2
+        );
         rep.verdict = Verdict::StillReproduced;
         rep.detail = "fix does not remove the reported failure: x".into();
         rep.before = vec![obs("GET /checkout/1", Some("aaaa"))];
         rep.after = vec![obs("GET /checkout/1", Some("aaaa"))];
-        assert_eq!(rep.rejection().as_deref(), Some("fix does not remove the reported failure: x"));
+        assert_eq!(
+            rep.rejection().as_deref(),
+            Some("fix does not remove the reported failure: x")
+        );
         let md = rep.markdown();
         assert!(md.contains("**still_reproduced**"), "{md}");
-        assert!(md.contains("GET /checkout/1 → HTTP 500, outcome exception: fingerprint aaaa"), "{md}");
+        assert!(
+            md.contains("GET /checkout/1 → HTTP 500, outcome exception: fingerprint aaaa"),
+            "{md}"
+        );
     }
 }
