@@ -661,6 +661,10 @@ pub fn judge(
 pub struct Reproduction {
     /// The incident's fingerprint.
     pub fingerprint: String,
+    /// Whether the check applies: the repository is a Worker and the mode is [`Mode::Auto`].
+    /// When it does not, [`Reproduction::evidence`] is empty (the run's evidence stays the
+    /// test-only one) and the PR section only says why.
+    pub worker: bool,
     /// The answer.
     pub verdict: Verdict,
     /// Why, one line (starts with `not_reproduced:` or `fix does not remove the reported
@@ -681,9 +685,10 @@ pub struct Reproduction {
 }
 
 impl Reproduction {
-    fn skipped(fingerprint: &str, plan: ReplayPlan, why: String) -> Self {
+    fn skipped(fingerprint: &str, worker: bool, plan: ReplayPlan, why: String) -> Self {
         Reproduction {
             fingerprint: fingerprint.to_string(),
+            worker,
             verdict: Verdict::Skipped,
             detail: format!("{why}: test-only verification"),
             capture: "none".into(),
@@ -738,6 +743,9 @@ impl Reproduction {
     /// The evidence entries (`step`, whether it went the required way, the text).
     pub fn evidence(&self) -> Vec<(String, bool, String)> {
         let mut out = Vec::new();
+        if !self.worker {
+            return out;
+        }
         let mut head = format!("capture: {}\n", self.capture);
         for u in &self.unreplayable {
             head.push_str(&format!("not replayed: {} ({})\n", u.request, u.why));
@@ -1156,11 +1164,12 @@ pub fn check(
     let (repo, base_dir, fix_dir) = dirs;
     let plan = replay_plan(task);
     if settings.mode == Mode::Off {
-        return Reproduction::skipped(fingerprint, plan, "turned off (--repro off)".into());
+        return Reproduction::skipped(fingerprint, false, plan, "turned off (--repro off)".into());
     }
     let Some(config) = worker_config(base_dir) else {
         return Reproduction::skipped(
             fingerprint,
+            false,
             plan,
             "not a Worker repository (no wrangler.toml/json/jsonc at its root)".into(),
         );
@@ -1168,6 +1177,7 @@ pub fn check(
     if plan.requests.is_empty() {
         return Reproduction::skipped(
             fingerprint,
+            true,
             plan,
             "no sample request can be replayed".into(),
         );
@@ -1175,6 +1185,7 @@ pub fn check(
     let Some(wrangler) = wrangler_command(settings, base_dir, repo) else {
         return Reproduction::skipped(
             fingerprint,
+            true,
             plan,
             "no wrangler found (node_modules/.bin/wrangler, PATH, --wrangler)".into(),
         );
@@ -1204,6 +1215,7 @@ pub fn check(
         Err(e) => {
             return Reproduction::skipped(
                 fingerprint,
+                true,
                 plan,
                 format!("its wrangler config cannot be pointed at the capture: {e}"),
             );
@@ -1211,6 +1223,7 @@ pub fn check(
     }
     let mut rep = Reproduction {
         fingerprint: fingerprint.to_string(),
+        worker: true,
         verdict: Verdict::Skipped,
         detail: String::new(),
         capture: format!(
@@ -1577,8 +1590,20 @@ mod tests {
 
     #[test]
     fn evidence_says_what_ran_and_what_did_not() {
+        let not_a_worker =
+            Reproduction::skipped("aaaa", false, ReplayPlan::default(), "not a Worker".into());
+        assert!(
+            not_a_worker.evidence().is_empty(),
+            "a non-Worker run keeps its test-only evidence"
+        );
+        assert!(
+            not_a_worker
+                .markdown()
+                .contains("**skipped**: not a Worker: test-only verification")
+        );
         let mut rep = Reproduction::skipped(
             "aaaa",
+            true,
             ReplayPlan {
                 requests: vec![],
                 unreplayable: vec![Unreplayable {
