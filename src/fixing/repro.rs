@@ -491,7 +491,8 @@ fn relative_stack(stack: &str, roots: &[String]) -> String {
 /// paths under `module_roots` relative (see the module docs) and runs [`process_item`].
 ///
 /// Returns (tag, outcome, fingerprint or noise) for every item that carries [`REPLAY_HEADER`];
-/// items without it (a readiness probe) and malformed batches are skipped.
+/// items without it (the readiness probe `GET /__selfheal/ready`) and malformed batches are
+/// skipped.
 pub fn fingerprint_batch(
     body: &str,
     script: &str,
@@ -512,6 +513,12 @@ pub fn fingerprint_batch(
         }
         for e in &mut item.exceptions {
             if let Some(s) = e.stack.as_mut() {
+                *s = relative_stack(s, module_roots);
+            }
+        }
+        // A caught error logged with `console.error(err)` carries its stack in the log text.
+        for arg in item.logs.iter_mut().flat_map(|l| l.message.iter_mut()) {
+            if let Value::String(s) = arg {
                 *s = relative_stack(s, module_roots);
             }
         }
@@ -1240,15 +1247,18 @@ pub fn check(
         "reproduce: {} request(s) against the base under wrangler dev",
         plan.requests.len()
     ));
-    match replay(
-        &wrangler,
-        base_dir,
-        &config,
-        &plan,
-        &script,
-        &scratch.join("repro-base"),
-        settings,
-    ) {
+    let run = |dir: &Path, config: &Path, state: &str| {
+        replay(
+            &wrangler,
+            dir,
+            config,
+            &plan,
+            &script,
+            &scratch.join(state),
+            settings,
+        )
+    };
+    match run(base_dir, &config, "repro-base") {
         Ok(obs) => rep.before = obs,
         Err(e) => {
             rep.verdict = Verdict::NotReproduced;
@@ -1265,15 +1275,7 @@ pub fn check(
     progress("reproduce: the same requests against the change");
     let fix_config = worker_config(fix_dir)
         .unwrap_or_else(|| fix_dir.join(config.file_name().unwrap_or_default()));
-    match replay(
-        &wrangler,
-        fix_dir,
-        &fix_config,
-        &plan,
-        &script,
-        &scratch.join("repro-fix"),
-        settings,
-    ) {
+    match run(fix_dir, &fix_config, "repro-fix") {
         Ok(obs) => rep.after = obs,
         Err(e) => {
             rep.verdict = Verdict::Inconclusive;
@@ -1281,9 +1283,7 @@ pub fn check(
             return rep;
         }
     }
-    let (v, why) = judge(fingerprint, &rep.before, Some(&rep.after));
-    rep.verdict = v;
-    rep.detail = why;
+    (rep.verdict, rep.detail) = judge(fingerprint, &rep.before, Some(&rep.after));
     rep
 }
 
@@ -1525,6 +1525,14 @@ mod tests {
         assert_eq!(seen.components.top_frame, "discount (index.js)");
         assert_eq!(seen.components.script, "shop");
         assert_eq!(got[1].2, Err("healthy".to_string()));
+        // A logged error's stack is made module-relative too.
+        let mut logged = local_item(Some(2), root, false);
+        logged["logs"] = json!([{ "level": "error", "message": [format!(
+            "TypeError: Cannot read properties of undefined (reading 'percent')\n    at discount (file://{root}/index.js:2:30)"
+        )] }]);
+        let got = fingerprint_batch(&json!([logged]).to_string(), "shop", &[root.to_string()], 5);
+        let seen = got[0].2.as_ref().expect("a logged error is an event");
+        assert_eq!(seen.components.top_frame, "discount (index.js)");
         assert!(fingerprint_batch("not json", "shop", &[], 5).is_empty());
     }
 

@@ -176,7 +176,7 @@ describe("fingerprint reproduction", { timeout: 120_000 }, () => {
     assert.match(pr.body, /Verdict: \*\*fixed\*\*/);
     assert.ok(pr.body.includes(`GET /checkout/1001 → HTTP 500, outcome exception: fingerprint ${inc.fingerprint}`), pr.body);
     assert.ok(pr.body.includes("GET /checkout/1001 → HTTP 200, outcome ok: no fingerprint (healthy)"), pr.body);
-    console.log(`PR body as a reviewer reads it:\n${pr.body}`);
+    console.log(`seconds per phase: ${JSON.stringify(report.timings)}\nfixer output:\n${stderr}\nPR body as a reviewer reads it:\n${pr.body}`);
   });
 
   test("a fix whose own test passes but whose replayed request still fails → rejected, no PR", async () => {
