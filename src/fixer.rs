@@ -13,6 +13,9 @@
 //! 4. **verify**: the change must add or modify a test file; the test command must **fail** on the
 //!    base commit with only those test files applied (the bug is reproduced) and **pass** with the
 //!    whole change;
+//!    then, where the repository is a Worker, the **fingerprint reproduction**
+//!    ([`crate::fixing::repro`]): the incident's sampled requests replayed under `wrangler dev`
+//!    must give its fingerprint on the base commit and must not with the change;
 //! 5. on success **push** the branch (never the default branch) and open a **draft** PR (never
 //!    merge); report `pr_opened` or `failed` (with why) to the agent-runner, which cools a failed
 //!    incident down. The tracker comment follows from the run's state (the cron's mirror).
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::fixing::repro::{self, Reproduction};
 use crate::fixing::usage::{AgentUsage, Budget, parse_usage};
 use crate::github::{self, Outcome, Repo};
 use crate::store::LeasedRun;
@@ -79,6 +83,8 @@ pub struct FixerConfig {
     pub github: Option<Repo>,
     /// The run's own limits in turns and dollars (`--max-turns`, `--max-usd`).
     pub budget: Budget,
+    /// The fingerprint reproduction ([`crate::fixing::repro`]).
+    pub repro: repro::Settings,
 }
 
 /// What one pass did.
@@ -98,6 +104,9 @@ pub struct FixReport {
     pub timings: Vec<(String, f64)>,
     /// What the agent reported spending; `None`: it reported nothing (or did not run).
     pub usage: Option<AgentUsage>,
+    /// The fingerprint reproduction, when verification got that far (its steps are in
+    /// `evidence` too).
+    pub reproduction: Option<Reproduction>,
 }
 
 /// One command of the verification.
@@ -105,7 +114,8 @@ pub struct FixReport {
 pub struct Evidence {
     /// What the step checks.
     pub step: String,
-    /// Exit code (`None`: killed at the time limit).
+    /// Exit code (`None`: killed at the time limit, or a step that runs no command of its own:
+    /// the fingerprint reproduction, whose text says what ran).
     pub exit_code: Option<i32>,
     /// Whether the step went the required way.
     pub ok: bool,
@@ -128,7 +138,8 @@ impl std::error::Error for FixError {}
 /// Why a verified fix was not accepted (reported as `failed`).
 struct Rejected(String);
 
-fn agent() -> ureq::Agent {
+/// The HTTP client of the fixer: statuses are answers, not errors; 30 s per request.
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -253,7 +264,7 @@ fn run_shell(
 
 /// SIGKILL to the process group `pgid` (the agent and every child it started). A `pgid` of 0 or 1
 /// is refused: `kill(-1)` would signal every process of the user, and `kill(0)` our own group.
-fn kill_group(pgid: u32) {
+pub(crate) fn kill_group(pgid: u32) {
     let Ok(pgid) = i32::try_from(pgid) else {
         return;
     };
@@ -491,6 +502,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
             evidence: Vec::new(),
             timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
             usage: None,
+            reproduction: None,
         });
     };
     progress(&format!(
@@ -508,6 +520,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
         evidence: Vec::new(),
         timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
         usage: None,
+        reproduction: None,
     };
     let scratch = cfg.work_root.join(format!("run-{}", run.run_id));
     let diagnosis_path = scratch.join("diagnosis.md");
@@ -610,17 +623,26 @@ fn attempt(
     .map_err(reject)?;
     let task_file = scratch.join("task.json");
     let task_md = scratch.join("task.md");
-    let task: Value = serde_json::from_str(&run.task).unwrap_or(Value::Null);
+    let mut task: Value = serde_json::from_str(&run.task).unwrap_or(Value::Null);
+    let plan = repro::replay_plan(&task);
+    let is_worker = cfg.repro.mode == repro::Mode::Auto && repro::worker_config(&fix_dir).is_some();
+    if let Some(obj) = task.as_object_mut() {
+        obj.insert(
+            "selfheal_check".into(),
+            repro::task_json(&plan, &run.fingerprint, is_worker),
+        );
+    }
     let md = format!(
         "{}\n\n---\nWork in this directory (a git worktree on branch `{branch}` at {how}, {short}). \
          The test command is `{test}`. Add a test that fails before your fix, then fix the cause. \
          Write your diagnosis (cause, fix, how the test shows it) to the file in $SELFHEAL_DIAGNOSIS_FILE. \
-         Do not push, do not open pull requests: selfheal verifies and publishes.\n",
+         Do not push, do not open pull requests: selfheal verifies and publishes.\n{note}",
         task.pointer("/ticket/body_markdown")
             .and_then(Value::as_str)
             .unwrap_or_default(),
         short = short(&base),
         test = cfg.test_cmd,
+        note = repro::task_note(&plan, &run.fingerprint, is_worker),
     );
     std::fs::write(
         &task_file,
@@ -784,9 +806,37 @@ fn attempt(
         &after,
         passes,
     ));
-    timed(report, "verify", t, ());
     if !passes {
+        timed(report, "verify", t, ());
         return Err(Rejected("the test command fails with the change".into()));
+    }
+    // The failure users hit: replayed by fingerprint where the repository is a Worker.
+    api.heartbeat(run).map_err(reject)?;
+    let reproduction = repro::check(
+        &cfg.repro,
+        &task,
+        &run.fingerprint,
+        (repo, &base_dir, &fix_dir),
+        scratch,
+        progress,
+    );
+    for (step, ok, text) in reproduction.evidence() {
+        report.evidence.push(Evidence {
+            step,
+            exit_code: None,
+            ok,
+            output_tail: tail(&text),
+        });
+    }
+    progress(&format!(
+        "verify: fingerprint reproduction: {}",
+        reproduction.detail
+    ));
+    let rejected = reproduction.rejection();
+    report.reproduction = Some(reproduction);
+    timed(report, "verify", t, ());
+    if let Some(why) = rejected {
+        return Err(Rejected(why));
     }
 
     // 4. Publish: push the branch (never the default one) and open a draft PR.
@@ -810,7 +860,14 @@ fn attempt(
         )));
     };
     let diagnosis = std::fs::read_to_string(diagnosis_path).unwrap_or_default();
-    let body = pr_body(run, &diagnosis, &report.evidence, &base, &how);
+    let body = pr_body(
+        run,
+        &diagnosis,
+        &report.evidence,
+        report.reproduction.as_ref(),
+        &base,
+        &how,
+    );
     let http = agent();
     let open_pull = |http: &ureq::Agent| -> Result<Option<github::IssueRef>, Rejected> {
         let existing = github_call(http, &github::find_pull(gh, &branch)).map_err(reject)?;
@@ -844,11 +901,13 @@ fn attempt(
     Ok(pr.html_url)
 }
 
-/// The draft PR's body: links, the agent's diagnosis (untrusted, fenced) and the evidence.
+/// The draft PR's body: links, the agent's diagnosis (untrusted, fenced), the test evidence and
+/// the fingerprint reproduction (its own section; its steps in `evidence` are not repeated).
 pub fn pr_body(
     run: &LeasedRun,
     diagnosis: &str,
     evidence: &[Evidence],
+    reproduction: Option<&Reproduction>,
     base: &str,
     how: &str,
 ) -> String {
@@ -874,7 +933,10 @@ pub fn pr_body(
         diagnosis
     }));
     md.push_str("\n## Verification\n\n");
-    for e in evidence {
+    for e in evidence
+        .iter()
+        .filter(|e| !e.step.starts_with(repro::STEP_PREFIX))
+    {
         md.push_str(&format!(
             "- {} — exit {} — {}\n",
             e.step,
@@ -886,6 +948,10 @@ pub fn pr_body(
             }
         ));
         md.push_str(&format!("\n{}\n", crate::ticket::fence(&e.output_tail)));
+    }
+    if let Some(r) = reproduction {
+        md.push('\n');
+        md.push_str(&r.markdown());
     }
     md.push_str("\nselfheal never merges: review, then mark ready or close.\n");
     md

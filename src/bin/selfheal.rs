@@ -650,6 +650,15 @@ struct FixArgs {
     /// Most dollars: passed to Claude Code as `--max-budget-usd`, enforced after the run otherwise.
     #[arg(long, env = "SELFHEAL_MAX_USD")]
     max_usd: Option<f64>,
+    /// Fingerprint reproduction: `auto` (where the repository is a Worker, its sampled requests
+    /// replayed under `wrangler dev` must give the incident's fingerprint before the fix and not
+    /// after) or `off` (test-only verification).
+    #[arg(long, env = "SELFHEAL_REPRO", default_value = "auto", value_parser = ["auto", "off"])]
+    repro: String,
+    /// The wrangler command for the reproduction (run with sh -c), e.g. "npx wrangler"; default:
+    /// the repository's node_modules/.bin/wrangler, else wrangler on PATH.
+    #[arg(long, env = "SELFHEAL_WRANGLER")]
+    wrangler: Option<String>,
 }
 
 fn fix(a: FixArgs) -> Result<ExitCode, String> {
@@ -683,6 +692,15 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
                 }
                 other => other,
             },
+        },
+        repro: selfheal::fixing::repro::Settings {
+            mode: if a.repro == "off" {
+                selfheal::fixing::repro::Mode::Off
+            } else {
+                selfheal::fixing::repro::Mode::Auto
+            },
+            wrangler: a.wrangler,
+            ..Default::default()
         },
     };
     let start = std::time::Instant::now();
