@@ -669,11 +669,11 @@ pub const COMPONENTS: &[(&str, &str)] = &[
 ];
 
 /// Actions of the CLI on one incident, as POST forms to `/dashboard/incidents/{id}/{action}`.
-pub const ACTIONS: &[&str] = &["resolve", "ignore", "reopen"];
+pub const ACTIONS: &[&str] = &["resolve", "ignore", "reopen", "retry"];
 
 /// One incident's page: components, the chart, counts per day, the actions (resolve, ignore,
-/// reopen, label), gate decisions, history, samples, tickets (rendered with [`markdown`], with
-/// their tracker link) and fix runs (with their PR link).
+/// ignore until escalating, reopen, retry, label), gate decisions, history, samples, tickets
+/// (rendered with [`markdown`], with their tracker link) and fix runs (with their PR link).
 pub fn incident_page(p: &IncidentPage, csrf: &str) -> String {
     let i = p.incident;
     let id = cell(&i["id"]);
@@ -691,6 +691,12 @@ pub fn incident_page(p: &IncidentPage, csrf: &str) -> String {
     for a in ACTIONS {
         b.push_str(&post_form(&format!("{base}/{a}"), csrf, &[], a));
     }
+    b.push_str(&post_form(
+        &format!("{base}/ignore"),
+        csrf,
+        &[("until_escalating", "1")],
+        "ignore until escalating",
+    ));
     for l in ["actionable", "not_actionable"] {
         b.push_str(&post_form(
             &format!("{base}/label"),

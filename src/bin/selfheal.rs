@@ -170,9 +170,10 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// One incident: its components, counts, gate decisions, history, ticket and fix runs (GET
-    /// /api/incidents, /api/incidents/ID/decisions, /api/incidents/ID/history, /api/tickets,
-    /// /api/runs). Exits 1 on an HTTP error or when there is no such incident.
+    /// One incident: its components, counts, gate decisions, history, occurrences per day and
+    /// release, samples, ticket and fix runs per attempt with their PRs (GET /api/incidents,
+    /// /api/incidents/ID/decisions, /api/incidents/ID/history, /api/incidents/ID/detail,
+    /// /api/tickets). Exits 1 on an HTTP error or when there is no such incident.
     Show {
         /// The incident id.
         id: i64,
@@ -424,11 +425,13 @@ fn show(id: i64, as_json: bool, api: &ApiArgs) -> Result<(), String> {
             .collect()
     };
     let tickets = of_incident(api_call(api, "GET", "/api/tickets", None)?);
-    let runs = of_incident(api_call(api, "GET", "/api/runs", None)?);
+    let detail = api_call(api, "GET", &format!("/api/incidents/{id}/detail"), None)?;
+    let runs: Vec<Value> = detail["runs"].as_array().cloned().unwrap_or_default();
     if as_json {
         println!(
             "{}",
-            json!({ "incident": incident, "decisions": decisions["decisions"], "history": history["history"], "tickets": tickets, "runs": runs })
+            json!({ "incident": incident, "decisions": decisions["decisions"], "history": history["history"],
+                    "tickets": tickets, "runs": runs, "daily": detail["daily"], "samples": detail["samples"] })
         );
         return Ok(());
     }
@@ -438,18 +441,8 @@ fn show(id: i64, as_json: bool, api: &ApiArgs) -> Result<(), String> {
         cell(&i["status"]),
         cell(&i["occurrence_count"])
     );
-    for (k, label) in [
-        ("fingerprint", "fingerprint"),
-        ("script_name", "script"),
-        ("route_pattern", "route"),
-        ("exception_type", "exception"),
-        ("normalized_message", "message"),
-        ("top_frame", "top frame"),
-        ("status_class", "status class"),
-        ("first_release", "first release"),
-        ("last_release", "last release"),
-    ] {
-        println!("  {label:<14}{}", cell(&i[k]));
+    for (k, label) in selfheal::dashboard::COMPONENTS {
+        println!("  {label:<14}{}", cell(&i[*k]));
     }
     println!("  {:<14}{}", "first seen", utc_minute(&i["first_seen"]));
     println!("  {:<14}{}", "last seen", utc_minute(&i["last_seen"]));
@@ -486,12 +479,35 @@ fn show(id: i64, as_json: bool, api: &ApiArgs) -> Result<(), String> {
             cell(&t["title"])
         );
     }
+    println!("occurrences per day:");
+    for d in detail["daily"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {:<12} {}",
+            cell(&d["day"]),
+            cell(&d["release"]),
+            cell(&d["occurrences"])
+        );
+    }
+    println!("samples:");
+    for e in detail["samples"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} {} {} {}",
+            utc_minute(&e["event_timestamp"]),
+            cell(&e["method"]),
+            cell(&e["url"]),
+            cell(&e["status"]),
+            cell(&e["message"])
+        );
+    }
     for r in &runs {
         println!(
-            "fix run #{} {} (updated {})",
+            "fix run #{} attempt {} {} PR {} {} ended {}",
             cell(&r["id"]),
+            cell(&r["attempt"]),
             cell(&r["state"]),
-            utc_minute(&r["updated_at"])
+            cell(&r["pr_url"]),
+            cell(&r["pr_state"]),
+            cell(&r["ended"])
         );
     }
     Ok(())

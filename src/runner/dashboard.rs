@@ -39,7 +39,7 @@ const SAMPLES: i64 = 3;
 const SELECT_HOURLY: &str = "SELECT fingerprint, bucket, sum(n) AS n FROM ops_occ_1h WHERE bucket >= ?1 \
 GROUP BY fingerprint, bucket";
 /// Occurrences per hour and release of the incident with fingerprint `?1`, oldest first.
-const SELECT_INCIDENT_BUCKETS: &str =
+pub(super) const SELECT_INCIDENT_BUCKETS: &str =
     "SELECT bucket, release, n FROM ops_occ_1h WHERE fingerprint = ?1 ORDER BY bucket, release";
 /// The tracker links of the incident `?1`'s tickets and the PR links of its runs.
 const SELECT_LINKS: &str = "SELECT 'ticket' AS kind, id, external_url AS url FROM tickets WHERE incident_id = ?1 \
@@ -389,7 +389,16 @@ async fn action(
         }
         a if view::ACTIONS.contains(&a) => {
             // `req` is this POST: the operator API handles it as `POST /api/incidents/{id}/{a}`.
-            super::operator::api(env, &format!("/api/incidents/{id}/{a}"), req, b"{}").await?
+            let until_escalating =
+                view::form_field(body, "until_escalating").as_deref() == Some("1");
+            let api_body = json!({ "until_escalating": until_escalating }).to_string();
+            super::operator::api(
+                env,
+                &format!("/api/incidents/{id}/{a}"),
+                req,
+                api_body.as_bytes(),
+            )
+            .await?
         }
         _ => None,
     };

@@ -10,6 +10,9 @@
 //!   cron sends its job; 409 when an attempt is in flight or none was made yet.
 //! - `GET /api/incidents/{id}/history` → `{incident_id, history: [{id, at, from_status, to_status,
 //!   actor, why, figures}]}`, oldest first; 404 for an unknown incident.
+//! - `GET /api/incidents/{id}/detail` → `{incident_id, daily: [{day, release, occurrences}],
+//!   samples: [stored sanitized events, oldest first, at most 5], runs: [{id, attempt, state,
+//!   pr_url, pr_state, ended, ended_at}]}` (what `selfheal show` prints beyond the incident row).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -42,14 +45,14 @@ pub async fn api(
     };
     if !matches!(
         *action,
-        "resolve" | "ignore" | "reopen" | "retry" | "history"
+        "resolve" | "ignore" | "reopen" | "retry" | "history" | "detail"
     ) {
         return Ok(None);
     }
     let Ok(id) = id.parse::<i64>() else {
         return error(404, "no such incident");
     };
-    let get = *action == "history";
+    let get = matches!(*action, "history" | "detail");
     if get != (req.method() == worker::Method::Get)
         || (!get && req.method() != worker::Method::Post)
     {
@@ -62,6 +65,9 @@ pub async fn api(
     else {
         return error(404, "no such incident");
     };
+    if *action == "detail" {
+        return Ok(Some(Response::from_json(&detail(&db, id).await?)?));
+    }
     if get {
         let rows: Vec<Value> =
             workers::query(&db, &sql_with(SELECT_HISTORY, vec![id.into()])).await?;
@@ -129,4 +135,64 @@ pub async fn api(
     Ok(Some(Response::from_json(&json!({
         "incident_id": id, "from": t.from.as_str(), "to": t.to.as_str(), "changed": true,
     }))?))
+}
+
+/// The incident `?1`'s fix runs, one per attempt, with their PRs and how each attempt ended.
+const SELECT_ATTEMPT_RUNS: &str = "SELECT id, attempt, state, pr_url, pr_state, ended, ended_at FROM fix_runs \
+WHERE incident_id = ?1 ORDER BY attempt";
+
+/// `GET /api/incidents/{id}/detail` (see the module docs).
+async fn detail(db: &worker::D1Database, id: i64) -> Result<Value, GlueError> {
+    #[derive(Deserialize)]
+    struct Fp {
+        fingerprint: String,
+    }
+    #[derive(Deserialize)]
+    struct Bucket {
+        bucket: i64,
+        release: String,
+        n: i64,
+    }
+    let fp = workers::query::<Fp>(
+        db,
+        &sql_with(
+            "SELECT fingerprint FROM ops_incidents WHERE id = ?1",
+            vec![id.into()],
+        ),
+    )
+    .await?
+    .pop()
+    .map(|f| f.fingerprint)
+    .unwrap_or_default();
+    let results = workers::batch(
+        db,
+        &[
+            sql_with(
+                super::dashboard::SELECT_INCIDENT_BUCKETS,
+                vec![fp.as_str().into()],
+            ),
+            sql_with(
+                crate::store::SELECT_SAMPLES,
+                vec![json!([fp]).to_string().into(), 5i64.into()],
+            ),
+            sql_with(SELECT_ATTEMPT_RUNS, vec![id.into()]),
+        ],
+    )
+    .await?;
+    let get = |i: usize| {
+        results
+            .get(i)
+            .ok_or_else(|| GlueError::Decode("missing batch result".into()))
+    };
+    let buckets: Vec<(i64, String, i64)> = workers::rows::<Bucket>(get(0)?)?
+        .into_iter()
+        .map(|b| (b.bucket, b.release, b.n))
+        .collect();
+    let daily: Vec<Value> = crate::dashboard::daily_counts(&buckets)
+        .into_iter()
+        .map(|(day, release, n)| json!({ "day": day, "release": release, "occurrences": n }))
+        .collect();
+    let samples: Vec<Value> = workers::rows(get(1)?)?;
+    let runs: Vec<Value> = workers::rows(get(2)?)?;
+    Ok(json!({ "incident_id": id, "daily": daily, "samples": samples, "runs": runs }))
 }
