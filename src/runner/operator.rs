@@ -8,6 +8,11 @@
 //! - `POST /api/incidents/{id}/retry` → 200 `{incident_id, attempt, changed: true}`: the ticket
 //!   moves to the next fix attempt (past `SELFHEAL_MAX_ATTEMPTS` too: a person decided) and the
 //!   cron sends its job; 409 when an attempt is in flight or none was made yet.
+//! - `POST /api/incidents/{id}/unmerge` → 200 `{incident_id, group_key, status, unlinked_ticket_id,
+//!   changed}`: the incident is split out of its group and stays out (pinned; its group key is
+//!   its own fingerprint); when it was linked to another member's ticket it is unlinked (status
+//!   `open`) and the next cron opens its own ticket ([`crate::signal::groups`]). `changed: false`
+//!   when it was already split out.
 //! - `GET /api/incidents/{id}/history` → `{incident_id, history: [{id, at, from_status, to_status,
 //!   actor, why, figures}]}`, oldest first; 404 for an unknown incident.
 
@@ -15,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{Env, Request, Response};
 
+use crate::signal::groups;
 use crate::tracking::follow;
 use crate::tracking::history::{self, SELECT_HISTORY, SELECT_STATUS};
 use crate::tracking::lifecycle::{self, LifecycleEvent};
@@ -42,7 +48,7 @@ pub async fn api(
     };
     if !matches!(
         *action,
-        "resolve" | "ignore" | "reopen" | "retry" | "history"
+        "resolve" | "ignore" | "reopen" | "retry" | "unmerge" | "history"
     ) {
         return Ok(None);
     }
@@ -90,6 +96,9 @@ pub async fn api(
             ),
         };
     }
+    if *action == "unmerge" {
+        return unmerge(&db, id).await.map(Some);
+    }
     let until_escalating = *action == "ignore"
         && serde_json::from_slice::<Value>(body)
             .ok()
@@ -129,4 +138,31 @@ pub async fn api(
     Ok(Some(Response::from_json(&json!({
         "incident_id": id, "from": t.from.as_str(), "to": t.to.as_str(), "changed": true,
     }))?))
+}
+
+/// `POST /api/incidents/{id}/unmerge` for an existing incident `id`.
+async fn unmerge(db: &worker::D1Database, id: i64) -> Result<Response, GlueError> {
+    let results = workers::batch(db, &groups::unmerge_statements(id, workers::now_ms())).await?;
+    #[derive(Deserialize)]
+    struct Unlinked {
+        unlinked_ticket_id: Option<i64>,
+    }
+    let unlinked = results
+        .first()
+        .map(workers::rows::<Unlinked>)
+        .transpose()?
+        .and_then(|mut v| v.pop())
+        .and_then(|u| u.unlinked_ticket_id);
+    let pinned = results
+        .get(1)
+        .map(workers::rows::<groups::Unmerged>)
+        .transpose()?
+        .and_then(|mut v| v.pop());
+    Ok(Response::from_json(&match pinned {
+        Some(u) => json!({
+            "incident_id": id, "group_key": u.group_key, "status": u.status,
+            "unlinked_ticket_id": unlinked, "changed": true,
+        }),
+        None => json!({ "incident_id": id, "changed": false }),
+    })?)
 }
