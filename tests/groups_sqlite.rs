@@ -83,7 +83,11 @@ fn cron(db: &mut Db, now: i64) -> usize {
 }
 
 fn col(db: &mut Db, sql: &'static str) -> Vec<Value> {
-    db.rows(Statement { sql, params: vec![] }).expect("read")
+    db.rows(Statement {
+        sql,
+        params: vec![],
+    })
+    .expect("read")
 }
 
 /// (id, group_key, status, ticket_id) of every incident.
@@ -127,7 +131,10 @@ fn whys(db: &mut Db, incident: i64) -> Vec<String> {
 fn one_bug_one_group_one_ticket_and_an_unmerged_member_stays_out() {
     let mut db = db();
     let jobs = cron(&mut db, T0 + 60_000);
-    assert_eq!(jobs, 2, "one fix job per group: the JSON bug and the TypeError");
+    assert_eq!(
+        jobs, 2,
+        "one fix job per group: the JSON bug and the TypeError"
+    );
     let (json_ticket, type_ticket) = (ticket_of(&db, 1), ticket_of(&db, 3));
     assert_ne!(json_ticket, type_ticket);
     assert_eq!(
@@ -166,7 +173,10 @@ fn one_bug_one_group_one_ticket_and_an_unmerged_member_stays_out() {
         serde_json::from_str(joined[0]["figures"].as_str().unwrap_or("")).expect("figures");
     assert_eq!(figures["member_incident_id"], 2);
     assert_eq!(figures["fingerprint"], "f2");
-    assert_eq!(figures["normalized_message"], "Unexpected end of JSON input");
+    assert_eq!(
+        figures["normalized_message"],
+        "Unexpected end of JSON input"
+    );
     assert_eq!(figures["occurrences"], 3);
     assert_eq!(joined[0]["actor"], "cron");
     assert_eq!(joined[0]["from_status"], joined[0]["to_status"]);
@@ -181,10 +191,13 @@ fn one_bug_one_group_one_ticket_and_an_unmerged_member_stays_out() {
     assert_eq!(figures["shape"], "<json_parse_error>");
 
     // A later run changes nothing: no new key, no history, no ticket.
-    let before = db.scalar("SELECT count(*) FROM incident_history").expect("n");
+    let before = db
+        .scalar("SELECT count(*) FROM incident_history")
+        .expect("n");
     assert_eq!(cron(&mut db, T0 + 360_000), 0);
     assert_eq!(
-        db.scalar("SELECT count(*) FROM incident_history").expect("n"),
+        db.scalar("SELECT count(*) FROM incident_history")
+            .expect("n"),
         before
     );
 

@@ -347,7 +347,10 @@ mod tests {
             .iter()
             .map(|c| (c.incident_id, c.group_key.as_str(), c.members, c.pinned))
             .collect();
-        assert_eq!(keys, vec![(1, "f1", 2, 0), (2, "f1", 2, 0), (3, "f3", 1, 1)]);
+        assert_eq!(
+            keys,
+            vec![(1, "f1", 2, 0), (2, "f1", 2, 0), (3, "f3", 1, 1)]
+        );
         assert_eq!(changes[0].shape, "<json_parse_error>");
         // Applied keys produce no further change.
         let applied: Vec<GroupMemberRow> = rows
