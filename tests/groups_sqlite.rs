@@ -2,14 +2,18 @@
 //! statements as the cron runs them: the group step keys one malformed-body bug's JSON wordings
 //! into one group (a history row per change, figures stored), the tickets follow the group (one
 //! ticket, members linked with a `member_joined` row on the holder, no second ticket in later
-//! runs), a different bug on the same route stays its own group and ticket, and an unmerged
+//! runs; the mirror's query and comment carry it to the tracker issue), a different bug on the same route stays its own group and ticket, and an unmerged
 //! member gets its own ticket on the next run and stays out after more runs.
 
 use selfheal::signal::grouping::MinerConfig;
 use selfheal::signal::groups::{self, GroupMemberRow, Unmerged};
 use selfheal::signal::step;
 use selfheal::sqlite::Db;
-use selfheal::store::{EventSample, GatedIncidentRow, SELECT_TICKET_CANDIDATES, Statement};
+use selfheal::store::{
+    EventSample, GatedIncidentRow, SELECT_TICKET_CANDIDATES, SELECT_TRACKER_CHANGES, Statement,
+    TrackerChange,
+};
+use selfheal::ticket;
 use serde_json::Value;
 
 const T0: i64 = 1_800_000_000_000;
@@ -260,4 +264,36 @@ fn an_ungrouped_incident_opens_its_own_ticket_as_before() {
             .expect("n"),
         0
     );
+}
+
+#[test]
+fn a_member_joining_is_commented_on_the_tracker_issue() {
+    let mut db = db();
+    cron(&mut db, T0 + 60_000);
+    // The holder's ticket is mirrored (issue 7); the member rows joined after it was created.
+    db.conn
+        .execute_batch(
+            "UPDATE tickets SET external_number = 7, external_state = 'open' WHERE incident_id = 1",
+        )
+        .expect("mirror");
+    let changes: Vec<TrackerChange> = db
+        .rows(Statement {
+            sql: SELECT_TRACKER_CHANGES,
+            params: vec![100i64.into()],
+        })
+        .expect("changes");
+    let joined: Vec<&TrackerChange> = changes
+        .iter()
+        .filter(|c| c.why.as_deref() == Some("member_joined"))
+        .collect();
+    assert_eq!(joined.len(), 3, "{changes:?}");
+    assert!(joined.iter().all(|c| c.external_number == 7));
+    let md = ticket::history_comment(
+        "member_joined",
+        &joined[0].state,
+        joined[0].detail.as_deref(),
+    );
+    assert!(md.contains("another incident of the same bug"), "{md}");
+    assert!(md.contains("| fingerprint | f2 |"), "{md}");
+    assert!(md.contains("| occurrences | 3 |"), "{md}");
 }

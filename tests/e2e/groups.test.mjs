@@ -3,6 +3,8 @@
 // No outside service is involved (the built-in tracker; the agent-runner's queue consumer makes
 // the fix runs).
 //
+// TraceItems arrive as one tail() batch, as the runtime groups them.
+//
 // One missing-validation bug (a handler doing `JSON.parse(body)` on what the client sent) hit with
 // a dozen malformed bodies: V8 words each failure differently (message-template.h's
 // kJsonParse* templates), so the tail files several incidents, and the cron's group step puts
@@ -84,7 +86,7 @@ describe("groups: one bug hit with a dozen malformed bodies is one group, one ti
 
   test("the JSON wordings: several incidents, one group and one ticket; the TypeError its own", async () => {
     // Each body twice (a retried request), the TypeError three times.
-    await post("/tail-each", [
+    await post("/tail", [
       ...JSON_FAILURES.flatMap((m) => [failure("SyntaxError", m), failure("SyntaxError", m)]),
       ...[1, 2, 3].map(() => failure("TypeError", TYPE_ERROR)),
     ]);
@@ -144,7 +146,7 @@ describe("groups: one bug hit with a dozen malformed bodies is one group, one ti
     await until(async () => (await runs()).length === 3, "its own fix run", { timeoutMs: 20_000 });
 
     // More cron runs (and more traffic of the bug): it stays out; the rest stays one group.
-    await post("/tail-each", JSON_FAILURES.slice(0, 4).map((m) => failure("SyntaxError", m)));
+    await post("/tail", JSON_FAILURES.slice(0, 4).map((m) => failure("SyntaxError", m)));
     await stack.settle();
     await stack.cron();
     await stack.cron();
