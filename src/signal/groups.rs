@@ -232,18 +232,12 @@ pub fn group_ticket_statements(
     kind: &str,
     now_ms: i64,
 ) -> [Statement; STATEMENTS_PER_INCIDENT] {
+    // The plain insert's parameters (?1..?6), with the group's condition.
+    let mut insert =
+        store::insert_ticket_of_kind(incident_id, fingerprint, title, body, now_ms, kind);
+    insert.sql = INSERT_TICKET_UNLESS_GROUP_HAS_ONE;
     [
-        Statement::new(
-            INSERT_TICKET_UNLESS_GROUP_HAS_ONE,
-            vec![
-                incident_id.into(),
-                fingerprint.into(),
-                title.into(),
-                body.into(),
-                now_ms.into(),
-                kind.into(),
-            ],
-        ),
+        insert,
         store::ticket_history(incident_id, now_ms),
         Statement::new(
             INSERT_MEMBER_JOINED,
