@@ -44,6 +44,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_ledger.sql",
         include_str!("../migrations/0010_ledger.sql"),
     ),
+    (
+        "0011_groups.sql",
+        include_str!("../migrations/0011_groups.sql"),
+    ),
 ];
 
 /// A database with every migration applied.

@@ -509,7 +509,7 @@ SELECT t.id, t.external_number, 'history', h.to_status, h.id, NULL, h.figures, h
 FROM incident_history h JOIN tickets t ON t.incident_id = h.incident_id WHERE t.external_number IS NOT NULL \
 AND h.notified_at IS NULL AND h.at >= t.created_at AND h.why IN ('pr_merged', 'pr_closed', 'release_seen', 'verified', 'recurred', 'inactive', \
 'occurred_after_resolve', 'attempt_queued', 'attempts_exhausted', 'operator_resolve', 'operator_ignore', 'operator_reopen', \
-'operator_retry', 'escalating') \
+'operator_retry', 'escalating', 'member_joined') \
 UNION ALL \
 SELECT t.id, t.external_number, 'issue', CASE i.status WHEN 'resolved' THEN 'closed' ELSE 'open' END, NULL, NULL, NULL, NULL, 2 \
 FROM tickets t JOIN ops_incidents i ON i.id = t.incident_id WHERE t.external_number IS NOT NULL \

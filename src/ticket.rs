@@ -426,6 +426,9 @@ pub fn history_comment(why: &str, to_status: &str, figures: Option<&str>) -> Str
             "no further fix attempt: the maximum was reached; a person decides (`selfheal retry`)"
         }
         "escalating" => "it is escalating again after being ignored",
+        "member_joined" => {
+            "another incident of the same bug (one group: its message differs only in values) joined this ticket"
+        }
         w if w.starts_with("operator_") => "changed by an operator",
         _ => "lifecycle change",
     };

@@ -7,6 +7,7 @@
 //! claim makes a duplicate job a no-op). Deferred fix runs whose day has passed are sent again.
 //! With `SELFHEAL_TRACKER=github` the tickets are then mirrored to GitHub Issues ([`tracker`]).
 
+mod groups;
 mod handover;
 mod lifecycle;
 mod tracker;
@@ -90,6 +91,7 @@ async fn run(env: &Env) -> Result<RunReport, GlueError> {
     if policy.mode != GateMode::Off {
         report.gate = Some(gate_step(&db, &policy, now).await?);
     }
+    groups::step_logged(&db, now).await;
 
     // Enforce: only what the gate decided `ticket`, most important first. Shadow and off: every
     // open incident, as before the gate.

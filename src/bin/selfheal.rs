@@ -231,6 +231,16 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Split an incident out of its group (POST /api/incidents/ID/unmerge): it becomes its own
+    /// group and stays so on later cron runs; when it was linked to another member's ticket it is
+    /// unlinked and gets its own ticket on the next cron. Prints `#ID unmerged (group KEY)` or
+    /// `#ID already split out`; exits 1 on an HTTP error (404: no such incident).
+    Unmerge {
+        /// The incident id.
+        id: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// See `resolve`.
     Reopen {
         /// The incident id.
@@ -1078,6 +1088,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Some(&json!({})),
             )?;
             println!("#{id} attempt {} queued", cell(&v["attempt"]));
+        }
+        Command::Unmerge { id, api } => {
+            let v = api_call(
+                &api,
+                "POST",
+                &format!("/api/incidents/{id}/unmerge"),
+                Some(&json!({})),
+            )?;
+            if v["changed"].as_bool() == Some(true) {
+                println!("#{id} unmerged (group {})", cell(&v["group_key"]));
+            } else {
+                println!("#{id} already split out");
+            }
         }
         Command::Reopen { id, api } => operator(id, "reopen", &api)?,
         Command::Replay { db, pipeline, gate } => {

@@ -8,6 +8,11 @@
 //! - `POST /api/incidents/{id}/retry` → 200 `{incident_id, attempt, changed: true}`: the ticket
 //!   moves to the next fix attempt (past `SELFHEAL_MAX_ATTEMPTS` too: a person decided) and the
 //!   cron sends its job; 409 when an attempt is in flight or none was made yet.
+//! - `POST /api/incidents/{id}/unmerge` → 200 `{incident_id, group_key, status, unlinked_ticket_id,
+//!   changed}`: the incident is split out of its group and stays out (pinned; its group key is
+//!   its own fingerprint); when it was linked to another member's ticket it is unlinked (status
+//!   `open`) and the next cron opens its own ticket ([`crate::signal::groups`]). `changed: false`
+//!   when it was already split out.
 //! - `GET /api/incidents/{id}/history` → `{incident_id, history: [{id, at, from_status, to_status,
 //!   actor, why, figures}]}`, oldest first; 404 for an unknown incident.
 //! - `GET /api/incidents/{id}/detail` → `{incident_id, daily: [{day, release, occurrences}],
@@ -18,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{Env, Request, Response};
 
+use crate::signal::groups;
 use crate::tracking::follow;
 use crate::tracking::history::{self, SELECT_HISTORY, SELECT_STATUS};
 use crate::tracking::lifecycle::{self, LifecycleEvent};
@@ -45,7 +51,7 @@ pub async fn api(
     };
     if !matches!(
         *action,
-        "resolve" | "ignore" | "reopen" | "retry" | "history" | "detail"
+        "resolve" | "ignore" | "reopen" | "retry" | "unmerge" | "history" | "detail"
     ) {
         return Ok(None);
     }
@@ -95,6 +101,9 @@ pub async fn api(
                 "no attempt to retry: one is in flight, or none was made yet",
             ),
         };
+    }
+    if *action == "unmerge" {
+        return unmerge(&db, id).await.map(Some);
     }
     let until_escalating = *action == "ignore"
         && serde_json::from_slice::<Value>(body)
@@ -195,4 +204,31 @@ async fn detail(db: &worker::D1Database, id: i64) -> Result<Value, GlueError> {
     let samples: Vec<Value> = workers::rows(get(1)?)?;
     let runs: Vec<Value> = workers::rows(get(2)?)?;
     Ok(json!({ "incident_id": id, "daily": daily, "samples": samples, "runs": runs }))
+}
+
+/// `POST /api/incidents/{id}/unmerge` for an existing incident `id`.
+async fn unmerge(db: &worker::D1Database, id: i64) -> Result<Response, GlueError> {
+    let results = workers::batch(db, &groups::unmerge_statements(id, workers::now_ms())).await?;
+    #[derive(Deserialize)]
+    struct Unlinked {
+        unlinked_ticket_id: Option<i64>,
+    }
+    let unlinked = results
+        .first()
+        .map(workers::rows::<Unlinked>)
+        .transpose()?
+        .and_then(|mut v| v.pop())
+        .and_then(|u| u.unlinked_ticket_id);
+    let pinned = results
+        .get(1)
+        .map(workers::rows::<groups::Unmerged>)
+        .transpose()?
+        .and_then(|mut v| v.pop());
+    Ok(Response::from_json(&match pinned {
+        Some(u) => json!({
+            "incident_id": id, "group_key": u.group_key, "status": u.status,
+            "unlinked_ticket_id": unlinked, "changed": true,
+        }),
+        None => json!({ "incident_id": id, "changed": false }),
+    })?)
 }

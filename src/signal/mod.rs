@@ -1,6 +1,8 @@
 //! Signal: which incidents are one bug, and which are worth an agent.
 //!
 //! - [`grouping`]: the merge stage that groups incidents whose messages differ only in values.
+//! - [`groups`]: the merge stage over the stored incidents (the cron's group step), tickets that
+//!   follow the group, and the operator's unmerge.
 //! - [`rates`]: traffic counted in the tail Worker's isolate (the denominator of every rate).
 //! - [`gate`]: the pure decision (`ticket | watch | external | suppressed`) with its figures.
 //! - [`stats`]: the tests it rests on.
@@ -12,6 +14,7 @@
 
 pub mod gate;
 pub mod grouping;
+pub mod groups;
 pub mod rates;
 #[cfg(feature = "cli")]
 pub mod replay;

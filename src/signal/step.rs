@@ -393,12 +393,15 @@ pub fn ticket_samples_statement(candidates: &[GatedIncidentRow]) -> Statement {
     )
 }
 
-/// Statements per incident in [`ticket_statements`].
-pub const TICKET_STATEMENTS_PER_INCIDENT: usize = 3;
+/// Statements per incident in [`ticket_statements`] ([`super::groups::STATEMENTS_PER_INCIDENT`]).
+pub const TICKET_STATEMENTS_PER_INCIDENT: usize = super::groups::STATEMENTS_PER_INCIDENT;
 
-/// The statements that open tickets of `kind` (`fix` | `external`) for `candidates`, three per
-/// incident (insert, history row, link; the insert returns a row only when it created the ticket), with
-/// the gate's **Signal** section in the body when the incident has a stored decision.
+/// The statements that open tickets of `kind` (`fix` | `external`) for `candidates`, four per
+/// incident ([`super::groups::group_ticket_statements`]: insert unless the incident's group
+/// already has a ticket, history row, `member_joined` row on the group's ticket holder, link; the
+/// insert returns a row only when it created the ticket), with the gate's **Signal** section in
+/// the body when the incident has a stored decision. Tickets follow the group: the first
+/// candidate of a group (most important first) opens its ticket, later ones join it.
 pub fn ticket_statements(
     candidates: &[GatedIncidentRow],
     samples: &[EventSample],
@@ -415,16 +418,14 @@ pub fn ticket_statements(
         );
         let title = ticket::title(inc);
         let body = ticket::body_with_signal(inc, samples, note.as_ref());
-        out.push(store::insert_ticket_of_kind(
+        out.extend(super::groups::group_ticket_statements(
             inc.id,
             &inc.fingerprint,
             &title,
             &body,
-            now_ms,
             kind,
+            now_ms,
         ));
-        out.push(store::ticket_history(inc.id, now_ms));
-        out.push(store::link_ticket(inc.id, now_ms));
     }
     out
 }
