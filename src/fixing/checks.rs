@@ -81,10 +81,23 @@ struct CheckRunList {
     check_runs: Vec<CheckRun>,
 }
 
+/// Longest `output.title` / `output.summary` kept of a check run, bytes (GitHub allows 65,535
+/// characters; the run's result body is bounded).
+pub const MAX_OUTPUT_BYTES: usize = 2000;
+
 /// The check runs of a "List check runs for a Git reference" body, with its `total_count`;
-/// `None` when the body is not that shape.
+/// `None` when the body is not that shape. Outputs are cut to [`MAX_OUTPUT_BYTES`].
 pub fn parse_check_runs(body: &str) -> Option<(u64, Vec<CheckRun>)> {
-    let list: CheckRunList = serde_json::from_str(body).ok()?;
+    let mut list: CheckRunList = serde_json::from_str(body).ok()?;
+    for r in &mut list.check_runs {
+        for text in [&mut r.output.title, &mut r.output.summary]
+            .into_iter()
+            .flatten()
+        {
+            let cut = crate::text::truncate(text, MAX_OUTPUT_BYTES).len();
+            text.truncate(cut);
+        }
+    }
     Some((list.total_count, list.check_runs))
 }
 
@@ -193,6 +206,25 @@ impl ChecksRound {
         format!("PR checks on {short}: {what}")
     }
 
+    /// The round without the checks' output (for the agent-runner's result, whose body is
+    /// bounded): head, state, and each check's name, status, conclusion and link.
+    pub fn summary(&self) -> serde_json::Value {
+        let checks: Vec<serde_json::Value> = self
+            .checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name, "status": c.status, "conclusion": c.conclusion,
+                    "html_url": c.html_url,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "head_sha": self.head_sha, "state": self.state, "checks": checks,
+            "polls": self.polls, "waited_secs": self.waited_secs, "error": self.error,
+        })
+    }
+
     /// Every check, one line each with its link (the evidence step's text).
     pub fn lines(&self) -> String {
         self.checks
@@ -205,7 +237,7 @@ impl ChecksRound {
 
 /// Polls `fetch` (a "List check runs" body, or why it could not be had) until every check is
 /// completed, or `settings.timeout_secs` have passed; an empty list is waited on for
-/// `grace_secs`. `now` is a clock in seconds, `sleep` waits that many seconds.
+/// `grace_secs`; a failed fetch or another shape ends it as `unavailable`. `now` is a clock in seconds, `sleep` waits that many seconds.
 pub fn follow(
     settings: Follow,
     head_sha: &str,
@@ -247,9 +279,11 @@ pub fn follow(
                     Verdict::NoChecks | Verdict::Pending(_) => None,
                 }
             }
+            // The fetch has retried what GitHub says to retry: what is left does not get better
+            // by waiting (a token without `checks: read`, an unknown commit).
             Err(e) => {
                 round.error = Some(e);
-                None
+                Some("unavailable")
             }
         };
         if let Some(s) = state {
@@ -257,9 +291,7 @@ pub fn follow(
             return round;
         }
         if waited >= settings.timeout_secs {
-            round.state = if round.error.is_some() {
-                "unavailable".into()
-            } else if round.checks.iter().any(CheckRun::red) {
+            round.state = if round.checks.iter().any(CheckRun::red) {
                 // Known red although others still run.
                 "red".into()
             } else if round.checks.is_empty() {
@@ -403,6 +435,22 @@ mod tests {
             Some("https://github.com/acme/shop/runs/test")
         );
         assert_eq!(parse_check_runs(r#"{"message":"Not Found"}"#), None);
+        let mut long = run("test", "completed", Some("failure"));
+        long["output"]["summary"] = serde_json::json!("é".repeat(5000));
+        let (_, r) = parse_check_runs(&body(&[long])).expect("shape");
+        let summary = r[0].output.summary.as_deref().unwrap_or_default();
+        assert_eq!(summary.len(), MAX_OUTPUT_BYTES);
+        let s = ChecksRound {
+            head_sha: SHA.into(),
+            state: "red".into(),
+            checks: r,
+            polls: 1,
+            waited_secs: 0,
+            error: None,
+        }
+        .summary();
+        assert_eq!(s["checks"][0]["conclusion"], "failure");
+        assert!(s["checks"][0].get("output").is_none());
         assert_eq!(parse_check_runs("[]"), None);
     }
 
@@ -572,10 +620,13 @@ mod tests {
             ],
         );
         assert_eq!(r.state, "green");
-        // Unreadable (HTTP errors, another shape): unavailable at the timeout, with why.
-        let (r, _) = followed(F, vec![Ok("{}".into())]);
-        assert_eq!(r.state, "unavailable");
+        // Unreadable (HTTP errors left after the retries, another shape): unavailable at once.
+        let (r, slept) = followed(F, vec![Ok("{}".into())]);
+        assert_eq!((r.state.as_str(), slept.len()), ("unavailable", 0));
         assert_eq!(r.error.as_deref(), Some("not a check-runs list"));
+        let (r, _) = followed(F, vec![Err("GET …: HTTP 403".into())]);
+        assert_eq!(r.state, "unavailable");
+        assert!(r.headline().ends_with("could not be read: GET …: HTTP 403"));
         // Timeout 0 polls once.
         let (r, slept) = followed(
             Follow {
