@@ -17,8 +17,15 @@
 //!    ([`crate::fixing::repro`]): the incident's sampled requests replayed under `wrangler dev`
 //!    must give its fingerprint on the base commit and must not with the change;
 //! 5. on success **push** the branch (never the default branch) and open a **draft** PR (never
-//!    merge); report `pr_opened` or `failed` (with why) to the agent-runner, which cools a failed
-//!    incident down. The tracker comment follows from the run's state (the cron's mirror).
+//!    merge);
+//! 6. follow the **PR's own CI** ([`crate::fixing::checks`]): its check runs on the head commit,
+//!    polled until all are completed (`--ci-timeout-secs`); red checks are recorded, and with
+//!    `--fix-ci N` the agent gets up to N more turns on them (steps 3–5 again in the same
+//!    worktree on the same branch, the red checks' output appended to its task), else the run
+//!    fails as `ci_failed: …`;
+//!
+//! then report `pr_opened` or `failed` (with why) to the agent-runner, which cools a failed
+//! incident down. The tracker comment follows from the run's state (the cron's mirror).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::fixing::checks::{self, ChecksRound};
 use crate::fixing::repro::{self, Reproduction};
 use crate::fixing::usage::{AgentUsage, Budget, parse_usage};
 use crate::github::{self, Outcome, Repo};
@@ -85,6 +93,10 @@ pub struct FixerConfig {
     pub budget: Budget,
     /// The fingerprint reproduction ([`crate::fixing::repro`]).
     pub repro: repro::Settings,
+    /// How the draft PR's checks are followed (`timeout_secs` 0: not at all).
+    pub ci: checks::Follow,
+    /// Extra agent turns on red PR checks (`--fix-ci N`; 0: red checks fail the run).
+    pub fix_ci: u32,
 }
 
 /// What one pass did.
@@ -107,6 +119,8 @@ pub struct FixReport {
     /// The fingerprint reproduction, when verification got that far (its steps are in
     /// `evidence` too).
     pub reproduction: Option<Reproduction>,
+    /// The draft PR's checks, one round per pushed head commit (empty: not followed).
+    pub checks: Vec<ChecksRound>,
 }
 
 /// One command of the verification.
@@ -202,6 +216,7 @@ impl Api<'_> {
             "timings": report.timings,
             "usage": report.usage,
             "budget": self.cfg.budget,
+            "checks": report.checks.iter().map(ChecksRound::summary).collect::<Vec<_>>(),
         });
         match self.post(&format!("/api/runs/{}/result", run.run_id), &body)? {
             (200, _) => Ok(()),
@@ -503,6 +518,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
             timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
             usage: None,
             reproduction: None,
+            checks: Vec::new(),
         });
     };
     progress(&format!(
@@ -521,6 +537,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
         timings: vec![("lease".into(), t0.elapsed().as_secs_f64())],
         usage: None,
         reproduction: None,
+        checks: Vec::new(),
     };
     let scratch = cfg.work_root.join(format!("run-{}", run.run_id));
     let diagnosis_path = scratch.join("diagnosis.md");
@@ -532,6 +549,7 @@ pub fn run_once(cfg: &FixerConfig, progress: &mut dyn FnMut(&str)) -> Result<Fix
         &diagnosis_path,
         &mut report,
         progress,
+        None,
     );
     let diagnosis = std::fs::read_to_string(&diagnosis_path).unwrap_or_default();
     match outcome {
@@ -587,6 +605,18 @@ fn run_branch(run: &LeasedRun) -> String {
         .unwrap_or(own)
 }
 
+/// A CI turn (`--fix-ci`): the agent works again on the branch's pushed head, with the red checks
+/// appended to its task.
+struct CiTurn {
+    /// 1-based.
+    turn: u32,
+    /// The pushed head commit the checks were red on (the worktree starts there).
+    head: String,
+    /// [`checks::task_note`].
+    note: String,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn attempt(
     cfg: &FixerConfig,
     api: &Api<'_>,
@@ -595,6 +625,7 @@ fn attempt(
     diagnosis_path: &Path,
     report: &mut FixReport,
     progress: &mut dyn FnMut(&str),
+    ci: Option<&CiTurn>,
 ) -> Result<String, Rejected> {
     let reject = |e: FixError| Rejected(e.0);
     let repo = &cfg.repo_dir;
@@ -618,7 +649,15 @@ fn attempt(
     let _ = git(repo, &["worktree", "prune"]);
     git(
         repo,
-        &["worktree", "add", "--force", "-B", &branch, &fix_s, &base],
+        &[
+            "worktree",
+            "add",
+            "--force",
+            "-B",
+            &branch,
+            &fix_s,
+            ci.map_or(base.as_str(), |c| c.head.as_str()),
+        ],
     )
     .map_err(reject)?;
     let task_file = scratch.join("task.json");
@@ -648,7 +687,7 @@ fn attempt(
         &task_file,
         serde_json::to_string_pretty(&task).unwrap_or_default(),
     )
-    .and_then(|()| std::fs::write(&task_md, md))
+    .and_then(|()| std::fs::write(&task_md, md + ci.map_or("", |c| c.note.as_str())))
     .map_err(|e| Rejected(format!("task file: {e}")))?;
     progress(&format!(
         "worktree {fix_s} on {branch} at {how} ({})",
@@ -898,7 +937,85 @@ fn attempt(
     };
     progress(&format!("draft PR {}", pr.html_url));
     timed(report, "publish", t, ());
-    Ok(pr.html_url)
+
+    // 5. The PR's own CI: its check runs on the pushed head, followed until completed.
+    if cfg.ci.timeout_secs == 0 {
+        return Ok(pr.html_url);
+    }
+    let t = Instant::now();
+    let head = git(&fix_dir, &["rev-parse", "HEAD"]).map_err(reject)?;
+    progress(&format!(
+        "following the PR's checks on {} (up to {} s)",
+        short(&head),
+        cfg.ci.timeout_secs
+    ));
+    let req = github::list_check_runs(gh, &head);
+    let round = checks::follow(
+        cfg.ci,
+        &head,
+        &mut || github_call(&http, &req).map_err(|e| e.0),
+        &mut || t.elapsed().as_secs(),
+        &mut |secs| {
+            // The lease outlives the wait (a lost one shows at the result).
+            let _ = api.heartbeat(run);
+            std::thread::sleep(Duration::from_secs(secs));
+        },
+    );
+    timed(report, "ci", t, ());
+    progress(&round.headline());
+    // Green is in `checks` only; anything else is evidence a reviewer reads.
+    if round.state != "green" {
+        report.evidence.push(Evidence {
+            step: round.headline(),
+            exit_code: None,
+            ok: round.state != "red",
+            output_tail: tail(&round.lines()),
+        });
+    }
+    let turn = ci.map_or(0, |c| c.turn);
+    let next = (round.state == "red" && turn < cfg.fix_ci).then(|| CiTurn {
+        turn: turn + 1,
+        head: head.clone(),
+        note: checks::task_note(&round, turn + 1, cfg.fix_ci),
+    });
+    let reason = checks::failure_reason(&round, turn);
+    let red = round.state == "red";
+    report.checks.push(round);
+    if !red {
+        return Ok(pr.html_url);
+    }
+    // The draft stays open with its red checks; the run says where it is.
+    report.pr_url = Some(pr.html_url);
+    let Some(next) = next else {
+        return Err(Rejected(reason));
+    };
+    // One more agent turn on the same branch, within what is left of the run's budget; the
+    // diagnosis so far is kept when the turn writes none.
+    progress(&format!(
+        "CI turn {} of {}: the agent gets the red checks",
+        next.turn, cfg.fix_ci
+    ));
+    let spent = report.usage.take();
+    let diagnosis = std::fs::read_to_string(diagnosis_path).unwrap_or_default();
+    let turn_cfg = FixerConfig {
+        budget: checks::remaining(cfg.budget, spent.as_ref()),
+        ..cfg.clone()
+    };
+    let out = attempt(
+        &turn_cfg,
+        api,
+        run,
+        scratch,
+        diagnosis_path,
+        report,
+        progress,
+        Some(&next),
+    );
+    report.usage = checks::combined(spent, report.usage.take());
+    if std::fs::read_to_string(diagnosis_path).map_or(true, |d| d.trim().is_empty()) {
+        let _ = std::fs::write(diagnosis_path, diagnosis);
+    }
+    out
 }
 
 /// The draft PR's body: links, the agent's diagnosis (untrusted, fenced), the test evidence and

@@ -311,6 +311,23 @@ pub fn get_pull(repo: &Repo, number: u64) -> Request {
     )
 }
 
+/// `GET /repos/{repo}/commits/{sha}/check-runs?per_page=100` ("List check runs for a Git
+/// reference"): the check runs of the PR's head commit, the latest of each name (GitHub's default
+/// `filter=latest`), parsed by [`crate::fixing::checks::parse_check_runs`]. `sha` is a commit id
+/// (hex); anything else is percent-escaped.
+pub fn list_check_runs(repo: &Repo, sha: &str) -> Request {
+    Request::new(
+        repo,
+        "GET",
+        &format!(
+            "/repos/{}/commits/{}/check-runs?per_page=100",
+            repo.full_name,
+            query_escape(sha)
+        ),
+        None,
+    )
+}
+
 /// `GET /repos/{repo}/issues/{number}/timeline` ("List timeline events for an issue", newest 100):
 /// the `cross-referenced` / `connected` events that link the pull request Copilot opened from the
 /// issue.

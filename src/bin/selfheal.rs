@@ -685,6 +685,17 @@ struct FixArgs {
     /// the repository's node_modules/.bin/wrangler, else wrangler on PATH.
     #[arg(long, env = "SELFHEAL_WRANGLER")]
     wrangler: Option<String>,
+    /// Follow the draft PR's checks (GitHub check runs on its head commit) until all are
+    /// completed, at most this many seconds; 0: do not follow.
+    #[arg(long, env = "SELFHEAL_CI_TIMEOUT_SECS", default_value_t = 900)]
+    ci_timeout_secs: u64,
+    /// Seconds between two polls of the PR's checks.
+    #[arg(long, default_value_t = 15)]
+    ci_poll_secs: u64,
+    /// Extra agent turns on red PR checks (each: fix, verify, push to the same branch, wait for
+    /// the checks again); 0: red checks fail the run as `ci_failed`.
+    #[arg(long, env = "SELFHEAL_FIX_CI", default_value_t = 0)]
+    fix_ci: u32,
 }
 
 fn fix(a: FixArgs) -> Result<ExitCode, String> {
@@ -728,6 +739,12 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
             wrangler: a.wrangler,
             ..Default::default()
         },
+        ci: selfheal::fixing::checks::Follow {
+            timeout_secs: a.ci_timeout_secs,
+            poll_secs: a.ci_poll_secs,
+            grace_secs: selfheal::fixing::checks::GRACE_SECS,
+        },
+        fix_ci: a.fix_ci,
     };
     let start = std::time::Instant::now();
     let report = selfheal::fixer::run_once(&cfg, &mut |line| {

@@ -2,6 +2,7 @@
 //!
 //! - [`usage`]: the agent CLI's reported usage against the run's own limits;
 //! - [`caps`]: the owner's daily, weekly and monthly caps, checked before a lease;
+//! - [`checks`]: the draft PR's own CI checks, followed until they are completed;
 //! - [`ledger`]: the cost ledger's row of a finished run;
 //! - [`repro`] (feature `cli`, the local fixer): the production failure reproduced by its
 //!   fingerprint, before and after the change.
@@ -10,6 +11,7 @@
 //! agent-runner Worker share it.
 
 pub mod caps;
+pub mod checks;
 pub mod ledger;
 #[cfg(feature = "cli")]
 pub mod repro;

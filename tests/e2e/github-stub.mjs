@@ -1,7 +1,8 @@
 // A local stand-in for GitHub's REST API (version 2022-11-28), because this machine cannot reach
 // github.com. It implements the documented endpoints selfheal uses — issues (create, list, update),
-// search/issues, comments, assignees, an issue's timeline and pulls (list, create, get) — with their
-// documented request and response shapes,
+// search/issues, comments, assignees, an issue's timeline, pulls (list, create, get) and a commit's
+// check runs ("List check runs for a Git reference") — with their documented request and response
+// shapes,
 // and checks every request the way GitHub does or documents:
 //  - `Authorization: Bearer <token>` (else 401 "Bad credentials"),
 //  - a `User-Agent` (GitHub rejects requests without one with 403),
@@ -14,10 +15,14 @@
 // (`{ process: true, delayMs }`: GitHub committed the write, the client never hears it), and
 // `searchLagMs` makes search miss recent issues, as GitHub's search index lags writes. Each
 // recorded request has its arrival time (`at`, ms) and the status it was answered with.
+// A commit's check runs are what the test sets (`setChecks(sha, list)`, or `onCheckRuns((sha,
+// poll) => list)` asked at every poll, so checks can go from queued to completed); a commit nobody
+// set has one green check named `ci` (a repository whose CI passes), and a ref that is not a
+// 40-hex commit id gets 422 "No commit found for SHA".
 //
 // References: https://docs.github.com/en/rest/issues/issues, /rest/search/search,
 // /rest/issues/comments, /rest/issues/assignees, /rest/issues/timeline, /rest/pulls/pulls,
-// /rest/using-the-rest-api/rate-limits-for-the-rest-api.
+// /rest/checks/runs, /rest/using-the-rest-api/rate-limits-for-the-rest-api.
 
 import { createServer } from "node:http";
 
@@ -35,7 +40,8 @@ export const trackerVars = (gh, token, repo) => ({
  * Starts the stand-in on a free loopback port.
  * Options: token (required bearer token), repo ("owner/name"), searchLagMs (default 0),
  * branchExists(name) → bool (for pulls; default: every branch exists).
- * Returns { url, issues, comments, pulls, requests, violations, failNext(match, response), close() }.
+ * Returns { url, issues, comments, pulls, requests, violations, failNext(match, response),
+ * setChecks(sha, list), onCheckRuns(fn), close() }.
  */
 export async function startGithubStub({ token, repo = "acme/shop", searchLagMs = 0, branchExists = () => true }) {
   const [owner] = repo.split("/");
@@ -48,6 +54,28 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
   const failures = []; // { match: {method, path: RegExp}, response: {status, headers, body}, times }
   let nextNumber = 1;
   let nextCommentId = 1000;
+  const checks = new Map(); // sha → [{name, status, conclusion, title?, summary?}]
+  const polls = new Map(); // sha → polls so far
+  let checksOf = () => [{ name: "ci", status: "completed", conclusion: "success" }];
+  const checkIds = new Map(); // `${sha} ${name}` → id (a check run keeps its id while it runs)
+
+  // A check run as "List check runs for a Git reference" documents it.
+  const checkRunJson = (sha, c) => {
+    const key = `${sha} ${c.name}`;
+    if (!checkIds.has(key)) checkIds.set(key, 7000 + checkIds.size);
+    const id = checkIds.get(key);
+    const done = c.status === "completed";
+    return {
+      id, head_sha: sha, node_id: `CR_${id}`, external_id: "", name: c.name,
+      url: `https://api.github.com/repos/${repo}/check-runs/${id}`,
+      html_url: `https://github.com/${repo}/runs/${id}`,
+      details_url: `https://github.com/${repo}/actions/runs/${id}/job/${id}`,
+      status: c.status, conclusion: done ? (c.conclusion ?? null) : null,
+      started_at: new Date().toISOString(), completed_at: done ? new Date().toISOString() : null,
+      output: { title: c.title ?? null, summary: c.summary ?? null, text: null, annotations_count: 0, annotations_url: `https://api.github.com/repos/${repo}/check-runs/${id}/annotations` },
+      check_suite: { id: 1 }, app: { id: 15368, slug: "github-actions", name: "GitHub Actions" }, pull_requests: [],
+    };
+  };
 
   const issueJson = (i) => ({
     number: i.number,
@@ -198,6 +226,15 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
         return send(200, issueJson(issue));
       }
     }
+    if (req.method === "GET" && (m = new RegExp(`^${repoPrefix}/commits/([^/]+)/check-runs$`).exec(path))) {
+      const sha = decodeURIComponent(m[1]);
+      if (!/^[0-9a-f]{40}$/.test(sha)) return send(422, { message: `No commit found for SHA: ${sha}` });
+      const poll = (polls.get(sha) ?? 0) + 1;
+      polls.set(sha, poll);
+      const list = (checks.get(sha) ?? checksOf(sha, poll)).map((c) => checkRunJson(sha, c));
+      const perPage = Math.min(Number(url.searchParams.get("per_page") ?? 30), 100);
+      return send(200, { total_count: list.length, check_runs: list.slice(0, perPage) });
+    }
     if (req.method === "GET" && (m = new RegExp(`^${repoPrefix}/pulls/(\\d+)$`).exec(path))) {
       const pr = pulls.find((p) => p.number === Number(m[1]));
       return pr ? send(200, pr) : send(404, { message: "Not Found" });
@@ -250,6 +287,14 @@ export async function startGithubStub({ token, repo = "acme/shop", searchLagMs =
       failures.push({ match, response, times });
     },
     timeline,
+    /** Sets commit `sha`'s check runs: [{name, status, conclusion?, title?, summary?}]. */
+    setChecks(sha, list) {
+      checks.set(sha, list);
+    },
+    /** Check runs of commits nobody set: `fn(sha, poll)` (poll: 1, 2, … per commit) → a list. */
+    onCheckRuns(fn) {
+      checksOf = fn;
+    },
     /**
      * What the Copilot coding agent does on an assigned issue: opens a draft PR from its own branch
      * and the issue's timeline gets a `cross-referenced` event whose `source.issue` is the PR (an
