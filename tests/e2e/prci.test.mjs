@@ -74,10 +74,10 @@ printf 'Cause: discount() read order.coupon.percent without a coupon.\\n' > "$SE
 }
 
 /** One `selfheal fix` run; its turns are logged to turns-<name>. */
-function fixer(name, extra = []) {
+function fixer(name, extra = [], agentCmd = `sh ${agent} ${join(tmp, `turns-${name}`)}`) {
   const args = [
     "--api", stack.urls.runner,
-    "--agent", `sh ${agent} ${join(tmp, `turns-${name}`)}`,
+    "--agent", agentCmd,
     "--test-cmd", "node --test test/*.test.js",
     "--repo", repo, "--work-root", join(tmp, "work"),
     "--agent-timeout-secs", "60", "--test-timeout-secs", "60",
@@ -194,6 +194,22 @@ describe("the draft PR's own CI", { timeout: 90_000 }, () => {
     const run = (await stack.api("/api/runs")).find((r) => r.id === report.run_id);
     assert.equal(run.state, "pr_opened");
     console.log(`fixer output:\n${stderr}`);
+  });
+
+  test("an agent that changes nothing but writes a diagnosis → diagnosed, the diagnosis kept for the ticket", async () => {
+    await incident("/gift/");
+    const diagnose = join(tmp, "diagnose.sh");
+    writeFileSync(diagnose, "#!/bin/sh\nprintf 'Expected: the payment upstream answered 402; no code change helps.\\n' > \"$SELFHEAL_DIAGNOSIS_FILE\"\n", { mode: 0o755 });
+    const pulls = gh.pulls.length;
+    const { code, stderr, report } = await fixer("diagnose", [], `sh ${diagnose}`);
+    assert.equal(code, 1, stderr);
+    assert.equal(report.outcome, "diagnosed", `${report.reason}\n${stderr}`);
+    assert.match(report.reason, /^diagnosed: the agent changed nothing and wrote a diagnosis/);
+    assert.equal(gh.pulls.length, pulls, "no PR");
+    const stored = await storedResult(report.run_id);
+    assert.equal(stored.outcome, "diagnosed");
+    assert.match(stored.diagnosis, /payment upstream answered 402/);
+    assert.equal((await stack.api("/api/runs")).find((r) => r.id === report.run_id).state, "failed");
   });
 
   test("no CI checks at all → recorded as such, not a failure", async () => {
