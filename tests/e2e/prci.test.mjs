@@ -91,13 +91,15 @@ function fixer(name, extra = [], agentCmd = `sh ${agent} ${join(tmp, `turns-${na
 const turns = (name) => readFileSync(join(tmp, `turns-${name}`), "utf8").trim().split("\n");
 
 /** A production-shaped incident on its own route, through the real tail(); then a cron, and its
- *  ready run. */
+ *  ready run. Each route's failure throws from its own function: the same failure from one function
+ *  on two routes is one bug, and the merge stage would give it one ticket and one run. */
 async function incident(route) {
   const t0 = Date.now() - 60_000;
+  const handler = `discount${route.replace(/[^a-z]/gi, "")}`;
   const error = {
     name: "TypeError",
     message: "Cannot read properties of undefined (reading 'percent')",
-    stack: "    at discount (index.js:2:25)\n    at Object.fetch (index.js:12:68)",
+    stack: `    at ${handler} (index.js:2:25)\n    at Object.fetch (index.js:12:68)`,
   };
   const items = [1, 2, 3].map((id, i) => traceItem({ script: "shop", release: "v1", route: `${route}${id}`, ts: t0 + i * 1000, error }));
   const res = await fetch(`${stack.urls.replayer}/tail`, { method: "POST", body: JSON.stringify(items) });
