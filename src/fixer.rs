@@ -10,12 +10,14 @@
 //!    `{diagnosis_file}` are filled in) in the worktree, killed at the wall-time limit; read its
 //!    usage from its documented machine output ([`crate::fixing::usage`]) and end the run as
 //!    `budget_exhausted` when it went over `--max-turns` / `--max-usd`;
-//! 4. **verify**: the change must add or modify a test file; the test command must **fail** on the
+//! 4. **verify** (an agent that changed nothing but wrote a diagnosis ends the run as `diagnosed`):
+//!    the change must add or modify a test file; the test command must **fail** on the
 //!    base commit with only those test files applied (the bug is reproduced) and **pass** with the
 //!    whole change;
 //!    then, where the repository is a Worker, the **fingerprint reproduction**
 //!    ([`crate::fixing::repro`]): the incident's sampled requests replayed under `wrangler dev`
-//!    must give its fingerprint on the base commit and must not with the change;
+//!    must give its fingerprint on the base commit (else the run ends `not_reproduced`) and must
+//!    not with the change;
 //! 5. on success **push** the branch (never the default branch) and open a **draft** PR (never
 //!    merge);
 //! 6. follow the **PR's own CI** ([`crate::fixing::checks`]): its check runs on the head commit,
@@ -104,7 +106,9 @@ pub struct FixerConfig {
 pub struct FixReport {
     /// The leased run, or `None` when nothing was ready.
     pub run_id: Option<i64>,
-    /// `pr_opened`, `failed` or `idle`.
+    /// `pr_opened`, `failed`, `budget_exhausted`, `diagnosed` (the agent changed nothing but wrote a
+    /// diagnosis, posted fenced on the ticket), `not_reproduced` (the failure could not be made to
+    /// happen locally) or `idle`.
     pub outcome: String,
     /// Why it failed, when it did.
     pub reason: Option<String>,
@@ -766,6 +770,13 @@ fn attempt(
     let changed = git(&fix_dir, &["diff", "--cached", "--name-only", &base]).map_err(reject)?;
     let changed: Vec<&str> = changed.lines().filter(|l| !l.is_empty()).collect();
     if changed.is_empty() {
+        // No change but a diagnosis: worth a person's read (posted fenced on the ticket).
+        if std::fs::read_to_string(diagnosis_path).is_ok_and(|d| !d.trim().is_empty()) {
+            report.outcome = "diagnosed".into();
+            return Err(Rejected(
+                "diagnosed: the agent changed nothing and wrote a diagnosis".into(),
+            ));
+        }
         return Err(Rejected("the agent changed nothing".into()));
     }
     let tests: Vec<&str> = changed
@@ -872,6 +883,9 @@ fn attempt(
         reproduction.detail
     ));
     let rejected = reproduction.rejection();
+    if reproduction.verdict == repro::Verdict::NotReproduced {
+        report.outcome = "not_reproduced".into();
+    }
     report.reproduction = Some(reproduction);
     timed(report, "verify", t, ());
     if let Some(why) = rejected {

@@ -766,11 +766,15 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                     };
                     if !matches!(
                         b.outcome.as_str(),
-                        "pr_opened" | "failed" | "budget_exhausted"
+                        "pr_opened"
+                            | "failed"
+                            | "budget_exhausted"
+                            | "diagnosed"
+                            | "not_reproduced"
                     ) {
                         return Ok(json_error(
                             400,
-                            "outcome must be pr_opened, failed or budget_exhausted",
+                            "outcome must be pr_opened, failed, budget_exhausted, diagnosed or not_reproduced",
                         )?);
                     }
                     let pr_url = b
@@ -782,12 +786,13 @@ async fn fixer_api(env: &Env, path: &str, body: &[u8]) -> Result<Response, GlueE
                     }
                     // Whole: the body is within MAX_RESULT_BODY_BYTES already.
                     let result = text;
-                    // A run over its budget has ended like a failed one (its state); the ledger
-                    // and the result keep the outcome.
-                    let state = if b.outcome == "budget_exhausted" {
-                        "failed"
+                    // A run over its budget, one that only diagnosed, and one that could not
+                    // reproduce the failure have ended like a failed one (their state); the
+                    // ledger and the result keep the outcome.
+                    let state = if b.outcome == "pr_opened" {
+                        "pr_opened"
                     } else {
-                        b.outcome.as_str()
+                        "failed"
                     };
                     let entry = LedgerEntry::from_result(
                         &b.outcome,

@@ -502,7 +502,10 @@ pub struct TrackerChange {
 /// issue or the reopen of one that is no longer resolved (regressed, a new attempt).
 pub const SELECT_TRACKER_CHANGES: &str = "SELECT ticket_id, external_number, kind, state, run_id, pr_url, detail, why FROM (\
 SELECT t.id AS ticket_id, t.external_number, 'run' AS kind, r.state AS state, r.id AS run_id, r.pr_url AS pr_url, \
-CASE WHEN json_valid(r.result) THEN json_extract(r.result, '$.reason') END AS detail, NULL AS why, 0 AS ord FROM fix_runs r \
+CASE WHEN NOT json_valid(r.result) THEN NULL \
+  WHEN json_extract(r.result, '$.outcome') = 'diagnosed' \
+  THEN json_extract(r.result, '$.reason') || char(10) || char(10) || COALESCE(json_extract(r.result, '$.diagnosis'), '') \
+  ELSE json_extract(r.result, '$.reason') END AS detail, NULL AS why, 0 AS ord FROM fix_runs r \
 JOIN tickets t ON t.id = r.ticket_id WHERE t.external_number IS NOT NULL AND r.state IS NOT COALESCE(r.notified_state, '') \
 UNION ALL \
 SELECT t.id, t.external_number, 'history', h.to_status, h.id, NULL, h.figures, h.why, 1 \

@@ -297,3 +297,27 @@ fn a_member_joining_is_commented_on_the_tracker_issue() {
     assert!(md.contains("| fingerprint | f2 |"), "{md}");
     assert!(md.contains("| occurrences | 3 |"), "{md}");
 }
+
+#[test]
+fn incidents_another_tracker_grouped_are_never_merged() {
+    let mut db = db();
+    // Incidents 1 and 2 came from Workers Issues (one incident per issue id there): the sender's
+    // grouping stands, so they keep their own tickets though their messages share a shape.
+    db.conn
+        .execute_batch(
+            "INSERT INTO intake_workers_issues (issue_id, fingerprint, created_at) VALUES ('wi_1', 'f1', 1), ('wi_2', 'f2', 1)",
+        )
+        .expect("intake rows");
+    let jobs = cron(&mut db, T0 + 100);
+    let rows = incidents(&mut db);
+    assert_eq!(rows[0].1, "", "not grouped: {rows:?}");
+    assert_eq!(rows[1].1, "", "not grouped: {rows:?}");
+    assert_ne!(rows[0].3, rows[1].3, "each on its own ticket: {rows:?}");
+    // The other two wordings of the same bug (4, 5) still form one group with one ticket.
+    assert_eq!(rows[3].1, rows[4].1, "{rows:?}");
+    assert_eq!(rows[3].3, rows[4].3, "{rows:?}");
+    assert_eq!(
+        jobs, 4,
+        "tickets: 1, 2, the TypeError, and one for the group of 4 and 5"
+    );
+}

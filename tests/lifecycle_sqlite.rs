@@ -494,3 +494,40 @@ fn an_incident_ignored_until_escalating_comes_back_when_it_escalates() {
     assert_eq!(f["last_hour"], 12);
     assert!((f["baseline_per_hour"].as_f64().unwrap_or(0.0) - 50.0 / 168.0).abs() < 1e-9);
 }
+
+#[test]
+fn a_diagnosed_run_puts_its_diagnosis_in_the_tracker_comment() {
+    let mut db = db();
+    db.conn
+        .execute_batch(
+            "UPDATE tickets SET external_number = 4, external_state = 'open'; \
+             UPDATE fix_runs SET state = 'failed', result = json_object('outcome', 'diagnosed', \
+             'reason', 'diagnosed: the agent changed nothing and wrote a diagnosis', \
+             'diagnosis', 'Expected: the upstream answered 402.')",
+        )
+        .expect("diagnosed run");
+    let changes: Vec<store::TrackerChange> = db
+        .rows(Statement {
+            sql: store::SELECT_TRACKER_CHANGES,
+            params: vec![10i64.into()],
+        })
+        .expect("changes");
+    let run = changes
+        .iter()
+        .find(|c| c.kind == "run")
+        .expect("a run change");
+    let detail = run.detail.as_deref().unwrap_or("");
+    assert!(
+        detail.starts_with("diagnosed: the agent changed nothing"),
+        "{detail}"
+    );
+    assert!(
+        detail.ends_with("Expected: the upstream answered 402."),
+        "{detail}"
+    );
+    let comment = selfheal::ticket::run_comment(1, &run.state, run.detail.as_deref(), None);
+    assert!(
+        comment.contains("Untrusted"),
+        "the diagnosis is fenced as untrusted: {comment}"
+    );
+}

@@ -758,7 +758,10 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
         );
     }
     Ok(
-        if matches!(report.outcome.as_str(), "failed" | "budget_exhausted") {
+        if matches!(
+            report.outcome.as_str(),
+            "failed" | "budget_exhausted" | "diagnosed" | "not_reproduced"
+        ) {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS

@@ -43,9 +43,14 @@ pub const MAX_GROUP_MEMBERS: i64 = 5000;
 /// Changes written per statement pair of [`store_statements`] (bounds a bound parameter's size).
 pub const CHANGES_PER_STATEMENT: usize = 200;
 
+/// Not members: incidents another tracker already grouped (a Sentry or a Workers Issues issue is one
+/// incident by its issue id: the sender's grouping stands) and a script's overflow incident.
 const SELECT_GROUP_MEMBERS: &str = "SELECT id, fingerprint, script_name, exception_type, top_frame, route_pattern, \
 status_class, normalized_message, first_seen, group_key, group_pinned FROM (SELECT * FROM ops_incidents \
-WHERE last_seen >= ?1 ORDER BY last_seen DESC, id DESC LIMIT ?2) ORDER BY first_seen, id";
+WHERE last_seen >= ?1 AND exception_type <> 'selfheal.overflow' \
+AND fingerprint NOT IN (SELECT fingerprint FROM intake_sentry_issues) \
+AND fingerprint NOT IN (SELECT fingerprint FROM intake_workers_issues) \
+ORDER BY last_seen DESC, id DESC LIMIT ?2) ORDER BY first_seen, id";
 
 /// The read of the group step at `now_ms`: rows of [`GroupMemberRow`], first-seen order.
 pub fn members_statement(now_ms: i64) -> Statement {

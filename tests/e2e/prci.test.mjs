@@ -74,10 +74,10 @@ printf 'Cause: discount() read order.coupon.percent without a coupon.\\n' > "$SE
 }
 
 /** One `selfheal fix` run; its turns are logged to turns-<name>. */
-function fixer(name, extra = []) {
+function fixer(name, extra = [], agentCmd = `sh ${agent} ${join(tmp, `turns-${name}`)}`) {
   const args = [
     "--api", stack.urls.runner,
-    "--agent", `sh ${agent} ${join(tmp, `turns-${name}`)}`,
+    "--agent", agentCmd,
     "--test-cmd", "node --test test/*.test.js",
     "--repo", repo, "--work-root", join(tmp, "work"),
     "--agent-timeout-secs", "60", "--test-timeout-secs", "60",
@@ -91,13 +91,15 @@ function fixer(name, extra = []) {
 const turns = (name) => readFileSync(join(tmp, `turns-${name}`), "utf8").trim().split("\n");
 
 /** A production-shaped incident on its own route, through the real tail(); then a cron, and its
- *  ready run. */
+ *  ready run. Each route's failure throws from its own function: the same failure from one function
+ *  on two routes is one bug, and the merge stage would give it one ticket and one run. */
 async function incident(route) {
   const t0 = Date.now() - 60_000;
+  const handler = `discount${route.replace(/[^a-z]/gi, "")}`;
   const error = {
     name: "TypeError",
     message: "Cannot read properties of undefined (reading 'percent')",
-    stack: "    at discount (index.js:2:25)\n    at Object.fetch (index.js:12:68)",
+    stack: `    at ${handler} (index.js:2:25)\n    at Object.fetch (index.js:12:68)`,
   };
   const items = [1, 2, 3].map((id, i) => traceItem({ script: "shop", release: "v1", route: `${route}${id}`, ts: t0 + i * 1000, error }));
   const res = await fetch(`${stack.urls.replayer}/tail`, { method: "POST", body: JSON.stringify(items) });
@@ -194,6 +196,22 @@ describe("the draft PR's own CI", { timeout: 90_000 }, () => {
     const run = (await stack.api("/api/runs")).find((r) => r.id === report.run_id);
     assert.equal(run.state, "pr_opened");
     console.log(`fixer output:\n${stderr}`);
+  });
+
+  test("an agent that changes nothing but writes a diagnosis → diagnosed, the diagnosis kept for the ticket", async () => {
+    await incident("/gift/");
+    const diagnose = join(tmp, "diagnose.sh");
+    writeFileSync(diagnose, "#!/bin/sh\nprintf 'Expected: the payment upstream answered 402; no code change helps.\\n' > \"$SELFHEAL_DIAGNOSIS_FILE\"\n", { mode: 0o755 });
+    const pulls = gh.pulls.length;
+    const { code, stderr, report } = await fixer("diagnose", [], `sh ${diagnose}`);
+    assert.equal(code, 1, stderr);
+    assert.equal(report.outcome, "diagnosed", `${report.reason}\n${stderr}`);
+    assert.match(report.reason, /^diagnosed: the agent changed nothing and wrote a diagnosis/);
+    assert.equal(gh.pulls.length, pulls, "no PR");
+    const stored = await storedResult(report.run_id);
+    assert.equal(stored.outcome, "diagnosed");
+    assert.match(stored.diagnosis, /payment upstream answered 402/);
+    assert.equal((await stack.api("/api/runs")).find((r) => r.id === report.run_id).state, "failed");
   });
 
   test("no CI checks at all → recorded as such, not a failure", async () => {

@@ -200,10 +200,13 @@ describe("fingerprint reproduction", { timeout: 120_000 }, () => {
     const pulls = gh.pulls.length;
     const { code, stderr, report } = await fixer("good");
     assert.equal(code, 1, stderr);
+    assert.equal(report.outcome, "not_reproduced");
     assert.match(report.reason, /^not_reproduced: none of the 2 replayed request\(s\) gave the incident's fingerprint/);
     assert.equal(report.reproduction.verdict, "not_reproduced");
     assert.deepEqual(report.reproduction.before.map((o) => [o.status, o.noise]), [[404, "client_error"], [404, "client_error"]]);
     assert.deepEqual(report.reproduction.after, [], "nothing ran with the change");
     assert.equal(gh.pulls.length, pulls);
+    const run = (await stack.api("/api/runs")).find((x) => x.id === report.run_id);
+    assert.equal(run.state, "failed", "the attempt ended; the stored result keeps not_reproduced");
   });
 });
