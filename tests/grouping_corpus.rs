@@ -2,9 +2,9 @@
 //! (`selfheal::signal::grouping`) on top of it, through [`selfheal::eval::grouping`] — the same code
 //! `selfheal eval` prints. Skips (and passes) when the corpora are absent.
 //!
-//! The merge stage is at or above Drain's published GA on all 16 systems (asserted); the issue's
-//! average goal (0.95) is not met (0.9334 measured), so the averages are gated as floors against
-//! regressions.
+//! The merge stage is at or above Drain's published GA on all 16 systems (asserted), and its
+//! average meets the goal of 0.95 (0.9631 measured, 0.9569 on the corrected ground truth;
+//! both gated as floors, so a regression fails).
 
 mod common;
 
@@ -15,9 +15,9 @@ const FLOOR_AVG_ORIGINAL: f64 = 0.75;
 /// Same, corrected ground truth.
 const FLOOR_AVG_CORRECTED: f64 = 0.74;
 /// Average GA of the merge stage (original ground truth) measured; a regression fails.
-const FLOOR_MERGED_ORIGINAL: f64 = 0.933;
+const FLOOR_MERGED_ORIGINAL: f64 = 0.963;
 /// Same, corrected ground truth.
-const FLOOR_MERGED_CORRECTED: f64 = 0.927;
+const FLOOR_MERGED_CORRECTED: f64 = 0.956;
 /// Systems where the normalizer alone is measured at or above Drain's published GA.
 const AT_OR_ABOVE_DRAIN: &[&str] = &[
     "Apache",

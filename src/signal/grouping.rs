@@ -30,7 +30,13 @@
 //!    each part is examined again, as Brain's tree does.
 //!
 //! Before mining, [`shape`] writes every JSON parse failure wording as `<json_parse_error>`
-//! (one malformed-body bug, one shape).
+//! (one malformed-body bug, one shape), and makes every **quantity** one token: a value followed
+//! by its parenthesized restatement (`<int> bytes (<float> KB)`) is the value alone, and a number
+//! with a spaced unit of time or data size, a comparator glued to it or not (`<int> bytes`,
+//! `1.16 KB`, `250 ms`, `<1 sec`), is one `<*>`. Drain's tree keys on token count; without
+//! this, one template printed with and without its optional human-readable size splits in
+//! three (Drain's own paper assumes equal length per event; logpai's benchmark gets there with
+//! per-dataset regexes, Sentry's parameterization with typed placeholders like `<duration>`).
 //!
 //! # Identifiers and values
 //! A number, id, user name or JSON body is a value; a property, variable, function or class name
@@ -151,17 +157,67 @@ static JSON_PARSE_FAILURE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     .ok()
 });
 
-/// The message the miner sees for a normalized message: the JSON parse failures of
-/// [`JSON_PARSE_FAILURE`] become `<json_parse_error>`, so the eight-plus wordings of one
-/// malformed-body bug (and the same inside a JSON-escaped log line) have one shape. The
-/// fingerprint keeps the wording; only the group unites them.
+/// Units a number is printed with, separated by a space (`250 ms`, `1.16 KB`, `<1 sec`, `12
+/// bytes`): time units (the spelled-out forms of the normalizer's `<duration>` units) and data
+/// sizes, decimal and binary (SI and IEC 80000-13 prefixes). Single letters (`s`, `m`, `B`) are
+/// left out: after a space they are as often a word as a unit.
+const SPACED_UNITS: &str =
+    r"ns|us|µs|ms|secs?|seconds?|mins?|minutes?|hrs?|hours?|days?|bytes?|[kKMGTP]i?B|[kKMGTP]?bps";
+
+/// A normalized number with a spaced unit, optionally after a comparator glued to it (`<1 sec`,
+/// `~3 ms`, `>= 2 GB` is left alone: the comparator must touch the number). Group 1 is the
+/// space (or start) before it. `None` only if the pattern failed to compile (a test proves it
+/// compiles).
+static NUMBER_WITH_UNIT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(^|\s)(?:[<>~≈]=?)?<(?:int|float)>\x20(?:{})(?:\b|$)",
+        SPACED_UNITS
+    ))
+    .ok()
+});
+
+/// A value followed by its restatement in parentheses: `<int> bytes (<float> KB)`,
+/// `<int> (<float>%)`, `<duration> (<int> ms)`. Group 1 is the value it restates.
+static PARENTHESIZED_RESTATEMENT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(<(?:int|float|duration)>(?:\x20(?:{u}))?)\x20\((?:[<>~≈]=?)?<(?:int|float)>\x20?(?:%|{u})?\)",
+        u = SPACED_UNITS
+    ))
+    .ok()
+});
+
+/// The message the miner sees for a normalized message. Three rewrites, none of which touches
+/// the fingerprint (it keeps the wording; only the group unites them):
+/// - the JSON parse failures of [`JSON_PARSE_FAILURE`] become `<json_parse_error>`, so the
+///   eight-plus wordings of one malformed-body bug (and the same inside a JSON-escaped log line)
+///   have one shape;
+/// - a value followed by its parenthesized restatement in another unit
+///   ([`PARENTHESIZED_RESTATEMENT`]: `<int> bytes (<float> KB)`) is that value alone: printers
+///   add the human-readable form only above a threshold, so it comes and goes within one
+///   template;
+/// - a number with a spaced unit ([`NUMBER_WITH_UNIT`]: `<int> bytes`, `<float> KB`, `<1 sec`,
+///   `250 ms`) is one `<*>` token, like a glued one (`250ms`, Sentry's `<duration>`) is one
+///   placeholder: a quantity is one value whatever its unit or comparator.
+///
+/// Drain's tree is keyed by token count (He et al., ICWS 2017, §III-B: "log messages with the
+/// same log event will probably have the same log message length"); these rewrites are what
+/// makes that assumption hold for quantities, as logpai's benchmark preprocessing does with
+/// per-dataset regexes (`drain_benchmark_settings.json`) and Sentry's message parameterization
+/// does with typed placeholders — here as one general family, for every source.
 pub fn shape(normalized: &str) -> String {
-    match JSON_PARSE_FAILURE.as_ref() {
+    let mut s = match JSON_PARSE_FAILURE.as_ref() {
         Some(re) => re
             .replace_all(normalized, "<json_parse_error>")
             .into_owned(),
         None => normalized.to_owned(),
+    };
+    if let Some(re) = PARENTHESIZED_RESTATEMENT.as_ref() {
+        s = re.replace_all(&s, "$1").into_owned();
     }
+    if let Some(re) = NUMBER_WITH_UNIT.as_ref() {
+        s = re.replace_all(&s, "${1}<*>").into_owned();
+    }
+    s
 }
 
 /// Token positions that name code and so are never a variable (see the identifier rule in
@@ -607,6 +663,39 @@ mod tests {
             shape(&normalize_message(logged)),
             shape(&normalize_message(eos))
         );
+    }
+
+    #[test]
+    fn quantities_are_one_token_whatever_their_unit_or_annotation() {
+        assert!(NUMBER_WITH_UNIT.is_some() && PARENTHESIZED_RESTATEMENT.is_some());
+        let n = |m: &str| shape(&normalize_message(m));
+        // One template, three token counts before the rewrite (Proxifier's `close` line).
+        let close = [
+            "h:80 close, 0 bytes sent, 0 bytes received, lifetime 00:01",
+            "h:80 close, 403 bytes sent, 426 bytes received, lifetime <1 sec",
+            "h:80 close, 451 bytes sent, 18846 bytes (18.4 KB) received, lifetime <1 sec",
+            "h:80 close, 1190 bytes (1.16 KB) sent, 3 bytes received, lifetime 00:02",
+        ];
+        let shapes: Vec<String> = close.iter().map(|m| n(m)).collect();
+        let len = |s: &String| s.split_whitespace().count();
+        assert!(
+            shapes.iter().all(|s| len(s) == len(&shapes[0])),
+            "{shapes:?}"
+        );
+        assert!(shapes[1].ends_with("lifetime <*>"), "{}", shapes[1]);
+        assert_eq!(
+            groups(&shapes.iter().map(String::as_str).collect::<Vec<_>>()),
+            [0; 4]
+        );
+        assert_eq!(n("took 250 ms"), "took <*>");
+        assert_eq!(n("copied 3 MiB (<1 sec)"), "copied <*>");
+        assert_eq!(n("disk 90 (95%) full"), "disk <int> full");
+        // A word after a number is not a unit, a comparator must touch the number, and a
+        // parenthesized word is not a restatement.
+        assert_eq!(n("received 5 blocks"), "received <int> blocks");
+        assert_eq!(n("wait >= 2 sec"), "wait >= <*>");
+        assert_eq!(n("retry 3 (backoff)"), "retry <int> (backoff)");
+        assert_eq!(n("secondary 4 secondsx"), "secondary <int> secondsx");
     }
 
     #[test]
