@@ -9,16 +9,14 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LOCAL_API_TOKEN, ROOT, d1, ingestedItems, startStack, until } from "../../scripts/lib/stack.mjs";
 import { drive } from "../../scripts/lib/demo.mjs";
 import { startGithubStub } from "./github-stub.mjs";
+import { branchOn, fixerEnv, git, runFixer, sampleRepo } from "../../scripts/lib/fixer.mjs";
 
-// Built by `cargo test` (scripts/test.sh runs it before the e2e suites); SELFHEAL_BIN overrides.
-const BIN = process.env.SELFHEAL_BIN ?? join(ROOT, "target/debug/selfheal");
 const stateDir = join(ROOT, `.selfheal/e2e-fixer-${process.pid}`);
 const TOKEN = "gh-fixer-token-not-a-secret";
 const tmp = mkdtempSync(join(tmpdir(), "selfheal-fixer-"));
@@ -29,28 +27,19 @@ const agents = join(tmp, "agents");
 let stack;
 let gh;
 
-const git = (cwd, ...args) => execFileSync("git", ["-C", cwd, ...args], { encoding: "utf8" }).trim();
-const write = (path, text) => {
-  mkdirSync(join(path, ".."), { recursive: true });
-  writeFileSync(path, text);
-};
-
 /** The sample repository: a discount function that crashes without a coupon (the bug). */
 function makeRepo() {
-  write(join(repo, "src/price.js"), "export function discount(order) {\n  return (order.coupon.percent / 100) * order.total;\n}\n");
-  write(
-    join(repo, "test/price.test.js"),
-    'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { discount } from "../src/price.js";\n\ntest("a coupon takes its percent off", () => {\n  assert.equal(discount({ total: 200, coupon: { percent: 10 } }), 20);\n});\n',
+  sampleRepo(
+    repo,
+    bare,
+    {
+      "src/price.js": "export function discount(order) {\n  return (order.coupon.percent / 100) * order.total;\n}\n",
+      "test/price.test.js":
+        'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { discount } from "../src/price.js";\n\ntest("a coupon takes its percent off", () => {\n  assert.equal(discount({ total: 200, coupon: { percent: 10 } }), 20);\n});\n',
+      "package.json": '{ "type": "module", "private": true }\n',
+    },
+    { tag: "v1", message: "shop v1" },
   );
-  write(join(repo, "package.json"), '{ "type": "module", "private": true }\n');
-  git(tmp, "init", "--quiet", "-b", "main", repo);
-  git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A");
-  git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "shop v1");
-  git(repo, "tag", "v1");
-  execFileSync("git", ["clone", "--quiet", "--bare", repo, bare]);
-  git(repo, "remote", "add", "origin", bare);
-  git(repo, "fetch", "--quiet", "origin");
-  git(repo, "remote", "set-head", "origin", "main");
 }
 
 /** Scripted agents standing in for an LLM coding agent (they run in the worktree). */
@@ -69,47 +58,23 @@ function makeAgents() {
   for (const [name, body] of Object.entries(scripts)) writeFileSync(join(agents, `${name}.sh`), `#!/bin/sh\n${body}`, { mode: 0o755 });
 }
 
-/** The fixer's environment: ours without NODE_TEST_CONTEXT, which node:test sets for its children
- *  and which would turn the sample repository's own `node --test` into a sub-reporter that always
- *  exits 0 (the verification would then see every test pass). */
-function fixerEnv() {
-  const env = { ...process.env, SELFHEAL_API_TOKEN: LOCAL_API_TOKEN, SELFHEAL_GITHUB_TOKEN: TOKEN };
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
-
 /** Runs `selfheal fix` once with the named scripted agent; resolves {code, stderr, report}. */
 function fixer(agentName, { agentTimeout = 60 } = {}) {
-  return new Promise((resolve) => {
-    const child = spawn(
-      BIN,
-      [
-        "fix", "--json",
-        "--api", stack.urls.runner,
-        "--agent", `sh ${join(agents, `${agentName}.sh`)}`,
-        "--test-cmd", "node --test test/*.test.js",
-        "--repo", repo,
-        "--agent-timeout-secs", String(agentTimeout),
-        "--test-timeout-secs", "60",
-        "--work-root", join(tmp, "work"),
-        "--github-repo", "acme/shop",
-        "--github-api", gh.url,
-        "--owner", `e2e-${agentName}`,
-      ],
-      { env: fixerEnv(), stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (code) => {
-      let report = null;
-      try {
-        report = JSON.parse(stdout);
-      } catch {}
-      resolve({ code, stderr, report });
-    });
-  });
+  return runFixer(
+    [
+      "--api", stack.urls.runner,
+      "--agent", `sh ${join(agents, `${agentName}.sh`)}`,
+      "--test-cmd", "node --test test/*.test.js",
+      "--repo", repo,
+      "--agent-timeout-secs", String(agentTimeout),
+      "--test-timeout-secs", "60",
+      "--work-root", join(tmp, "work"),
+      "--github-repo", "acme/shop",
+      "--github-api", gh.url,
+      "--owner", `e2e-${agentName}`,
+    ],
+    fixerEnv({ SELFHEAL_GITHUB_TOKEN: TOKEN }),
+  );
 }
 
 const runById = async (id) => (await stack.api("/api/runs")).find((r) => r.id === id);
@@ -121,14 +86,7 @@ describe("the local fixer", { timeout: 400_000 }, () => {
     gh = await startGithubStub({
       token: TOKEN,
       repo: "acme/shop",
-      branchExists: (b) => {
-        try {
-          execFileSync("git", ["--git-dir", bare, "rev-parse", "--verify", "--quiet", `refs/heads/${b}`]);
-          return true;
-        } catch {
-          return false;
-        }
-      },
+      branchExists: branchOn(bare),
     });
     // The GitHub tracker is on, so the whole chain runs: incident → GitHub issue → lease → agent →
     // verification → draft PR → comment on the issue.
