@@ -90,15 +90,23 @@ pub async fn step(
             let made: Vec<AttemptSummary> = workers::rows(rows)?;
             plans.push((c, follow::attempt_statements(c, &made, max, now)));
         }
-        for (c, plan) in plans {
-            if plan.statements.is_empty() {
-                continue;
-            }
-            let results = workers::batch(db, &plan.statements).await?;
+        // Every plan in one batch; each plan's first statement says whether its ticket moved.
+        let mut stmts = Vec::new();
+        let mut firsts = Vec::new();
+        for (_, plan) in &plans {
+            firsts.push(stmts.len());
+            stmts.extend(plan.statements.iter().cloned());
+        }
+        let results = if stmts.is_empty() {
+            Vec::new()
+        } else {
+            workers::batch(db, &stmts).await?
+        };
+        for ((c, plan), first) in plans.iter().zip(firsts) {
             match (plan.queue, &plan.decision) {
                 (Some(n), _) => {
                     let moved = results
-                        .first()
+                        .get(first)
                         .map(workers::rows::<serde_json::Value>)
                         .transpose()?
                         .is_some_and(|r| !r.is_empty());
