@@ -115,6 +115,7 @@ pub fn normalize_message(msg: &str) -> String {
         b: s.as_bytes(),
         out: String::with_capacity(s.len() + 16),
         closing_quote: usize::MAX,
+        has: Prefilter::of(s.as_bytes()),
     };
     n.run();
     let trimmed_len = n.out.trim_end().len();
@@ -128,6 +129,50 @@ struct Normalizer<'a> {
     out: String,
     /// Position of the closing quote of a quoted sentence being normalized in place.
     closing_quote: usize,
+    /// Which bytes the line holds at all: the shapes that need one are not tried without it.
+    has: Prefilter,
+}
+
+/// Literal prefilters, computed in one pass over the line: a shape that needs a byte the line
+/// does not hold can never match, so it is not tried (the output is the same; only the work
+/// goes).
+#[derive(Clone, Copy)]
+struct Prefilter {
+    /// An `@` somewhere (`email` needs one).
+    at_sign: bool,
+    /// A `://` somewhere (`url` needs one).
+    scheme: bool,
+    /// At least two `:` (`ipv6`, `colon_hex`, `bracketed_ipv6` need two colons in one run).
+    two_colons: bool,
+}
+
+impl Prefilter {
+    fn of(b: &[u8]) -> Self {
+        let mut colons = 0usize;
+        let mut at_sign = false;
+        for &c in b {
+            colons += usize::from(c == b':');
+            at_sign |= c == b'@';
+        }
+        let scheme = colons > 0 && b.windows(3).any(|w| w == b"://");
+        Prefilter {
+            at_sign,
+            scheme,
+            two_colons: colons >= 2,
+        }
+    }
+}
+
+/// True when `b` starts with an English weekday or month abbreviation (`Mon`, `Jan`, …): every
+/// alternative of [`TEXT_DATE`] starts with one, so without it the regex is not run.
+#[inline]
+fn starts_weekday_or_month(b: &[u8]) -> bool {
+    const NAMES: [&[u8; 3]; 19] = [
+        b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun", b"Jan", b"Feb", b"Mar", b"Apr",
+        b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+    ];
+    b.get(..3)
+        .is_some_and(|h| NAMES.iter().any(|n| h == &n[..]))
 }
 
 #[inline]
@@ -308,8 +353,18 @@ impl<'a> Normalizer<'a> {
     /// A word-start: tries each typed shape, else classifies the alphanumeric run.
     fn token(&mut self, i: usize) -> usize {
         let c = self.at(i);
+        // The `[A-Za-z0-9]` run at `i` and the byte after it, scanned once: a shape whose
+        // scan continues only through bytes that are not there ends at `w` and is not tried
+        // when its end condition cannot hold at `w` (same result, one scan instead of five).
+        let mut w = i;
+        while self.at(w).is_ascii_alphanumeric() {
+            w += 1;
+        }
+        let after = self.at(w);
         if c.is_ascii_alphabetic() {
-            if let Some(j) = self.url(i) {
+            if matches!(after, b'+' | b'.' | b'-' | b':')
+                && let Some(j) = self.url(i)
+            {
                 self.push_kind("<url>");
                 return j;
             }
@@ -319,7 +374,9 @@ impl<'a> Normalizer<'a> {
                 return j;
             }
         }
-        if let Some(j) = self.email(i) {
+        if matches!(after, b'.' | b'_' | b'%' | b'+' | b'-' | b'@')
+            && let Some(j) = self.email(i)
+        {
             self.push_kind("<email>");
             return j;
         }
@@ -329,7 +386,9 @@ impl<'a> Normalizer<'a> {
             self.push_kind("<date>");
             return j;
         }
-        if let Some(j) = self.host(i) {
+        if matches!(after, b'-' | b'.')
+            && let Some(j) = self.host(i)
+        {
             self.push_kind("<host>");
             return j;
         }
@@ -381,7 +440,9 @@ impl<'a> Normalizer<'a> {
                 return j;
             }
         }
-        if let Some(j) = self.base64(i) {
+        if (matches!(after, b'+' | b'/' | b'_' | b'-') || w - i >= MIN_B64_LEN)
+            && let Some(j) = self.base64(i)
+        {
             self.push_kind("<b64>");
             return j;
         }
@@ -649,6 +710,9 @@ impl<'a> Normalizer<'a> {
 
     /// `scheme://…` starting at `i` (a letter).
     fn url(&self, i: usize) -> Option<usize> {
+        if !self.has.scheme {
+            return None;
+        }
         let mut j = i;
         while self.at(j).is_ascii_alphanumeric() || matches!(self.at(j), b'+' | b'.' | b'-') {
             j += 1;
@@ -727,6 +791,9 @@ impl<'a> Normalizer<'a> {
 
     /// `local@domain.tld` starting at `i`.
     fn email(&self, i: usize) -> Option<usize> {
+        if !self.has.at_sign {
+            return None;
+        }
         let mut j = i;
         while self.at(j).is_ascii_alphanumeric()
             || matches!(self.at(j), b'.' | b'_' | b'%' | b'+' | b'-')
@@ -793,7 +860,7 @@ impl<'a> Normalizer<'a> {
     /// `Sun Jul 10 03:55:15 2005`, `Jul 10 03:55:15`, `Thu Aug 04 15:29:45 PDT 2005`: a month
     /// name (optionally after a weekday) with a time or a year.
     fn text_date(&self, i: usize) -> Option<usize> {
-        if !(self.at(i + 1).is_ascii_lowercase() && self.at(i + 2).is_ascii_lowercase()) {
+        if !starts_weekday_or_month(self.b.get(i..).unwrap_or(&[])) {
             return None;
         }
         let m = TEXT_DATE.as_ref()?.find(self.s.get(i..)?)?;
@@ -932,6 +999,9 @@ impl<'a> Normalizer<'a> {
     /// compressed or 8 groups, v4-mapped or embedded IPv4 (`::ffff:192.0.2.1`), a zone
     /// (`fe80::1%eth0`) and a prefix length (`2001:db8::/32`). Returns its end.
     fn ipv6(&self, i: usize) -> Option<usize> {
+        if !self.has.two_colons {
+            return None;
+        }
         let (_, colons, double, mut j, max_group) = self.scan_colon_hex(i);
         if colons < 2 || max_group > 4 || !(double || colons == 7) {
             return None;
@@ -964,6 +1034,9 @@ impl<'a> Normalizer<'a> {
 
     /// Colon-separated hex groups: IPv6 (with `::` or 8 groups) or a MAC address.
     fn colon_hex(&self, i: usize) -> Option<(&'static str, usize)> {
+        if !self.has.two_colons {
+            return None;
+        }
         let (groups, colons, double, j, max_group) = self.scan_colon_hex(i);
         if colons < 2 || !self.ends_clean(j) {
             return None;
@@ -1021,6 +1094,9 @@ impl<'a> Normalizer<'a> {
 
     /// `[v6]` with an optional `:port`.
     fn bracketed_ipv6(&self, i: usize) -> Option<usize> {
+        if !self.has.two_colons {
+            return None;
+        }
         let (_, colons, double, j, max_group) = self.scan_colon_hex(i + 1);
         if colons < 2 || max_group > 4 || !(double || colons == 7) || self.at(j) != b']' {
             return None;
