@@ -218,10 +218,10 @@ def main():
     print(f"{'average':<12} " + " ".join(f"{a:>{width + 3}.4f}" for a in avgs))
 
     print()
-    print(f"{'contender':<{width}} {'lines/s':>12}  runs (s)")
+    print(f"{'contender':<{width}} {'lines/s':>12} {'ns/line':>9}  runs (s)")
     for name, lps, all_secs, _ in results:
         runs = " ".join(f"{x:.3f}" for x in all_secs)
-        print(f"{name:<{width}} {lps:>12.0f}  {runs}")
+        print(f"{name:<{width}} {lps:>12.0f} {1e9 / lps:>9.0f}  {runs}")
     if "selfheal" in names:
         print(
             f"(selfheal's pipe time includes process start and exit: "

@@ -6,7 +6,8 @@
 #   scripts/bench-drain3.sh --repeat 5   # extra arguments go to bench/drain3_bench.py
 #
 # Makes (once) a Python venv under .selfheal/venv (gitignored) with drain3==$DRAIN3_VERSION from PyPI,
-# builds the native CLI (cargo build --release --bin selfheal) and runs bench/drain3_bench.py.
+# builds the native CLI and the normalizer's bench example (cargo build --release), runs
+# bench/drain3_bench.py, then examples/normalize_bench (in-process ns/line on the same lines).
 # Without ../shared/data (the Loghub corpus is not in this repository) it prints SKIPPED and exits 0.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -30,7 +31,11 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
     || { say "FAILED: pip install drain3==$DRAIN3_VERSION (needs PyPI)"; exit 1; }
 fi
 
-say "cargo build --release --bin selfheal"
-cargo build --quiet --release --bin selfheal
+say "cargo build --release --bin selfheal --example normalize_bench"
+cargo build --quiet --release --bin selfheal --example normalize_bench
 
-exec "$VENV/bin/python" bench/drain3_bench.py --data "$DATA" --selfheal "$CARGO_TARGET_DIR/release/selfheal" "$@"
+"$VENV/bin/python" bench/drain3_bench.py --data "$DATA" --selfheal "$CARGO_TARGET_DIR/release/selfheal" "$@"
+# The normalizer in-process, apart from I/O, on the same lines (ns/line; Drain3's in-process
+# ns/line is 1e9 / its lines/s above), next to the normalizer before issue 9's speed work.
+echo
+"$CARGO_TARGET_DIR/release/examples/normalize_bench" --data "$DATA"

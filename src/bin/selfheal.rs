@@ -810,7 +810,20 @@ fn scrub(line: &str) -> Value {
     }
 }
 
+/// The `normalize` command's input line, read without building a `serde_json::Value`: the
+/// message is borrowed from the line unless it holds escapes.
+#[derive(serde::Deserialize)]
+struct MessageLine<'a> {
+    #[serde(borrow)]
+    message: std::borrow::Cow<'a, str>,
+}
+
 fn normalize(line: &str) -> Value {
+    // Fast path: an object with a string `message` (the usual line). Anything else (invalid
+    // JSON, another shape, a duplicate key) takes the general path, which words the errors.
+    if let Ok(m) = serde_json::from_str::<MessageLine>(line) {
+        return json!({ "normalized": normalize_message(&m.message) });
+    }
     match string_field(line, "message") {
         Ok(m) => json!({ "normalized": normalize_message(&m) }),
         Err(e) => e,
