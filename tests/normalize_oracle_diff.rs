@@ -24,27 +24,18 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// Every string inside a JSON value.
-fn strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
-        _ => {}
-    }
-}
-
 /// Every string of a `.json` or `.jsonl` file.
 fn file_strings(path: &Path, out: &mut Vec<String>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if path.extension().is_some_and(|e| e == "jsonl") {
         for row in common::read_jsonl(path) {
-            strings(&row, out);
+            common::strings(&row, out);
         }
     } else {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let v: Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        strings(&v, out);
+        common::strings(&v, out);
     }
 }
 
@@ -92,7 +83,7 @@ fn corpora() -> Vec<(&'static str, Vec<String>)> {
     out.push(("fixtures", texts));
     let mut texts = Vec::new();
     for item in corpus::items(2_000, 0x5e1f_4ea1) {
-        strings(&item, &mut texts);
+        common::strings(&item, &mut texts);
     }
     out.push(("replay", texts));
     out

@@ -54,16 +54,6 @@ const EXPECTED: &[(&str, &str, usize, usize)] = &[
     ("presidio", "@uk_nhs", 0, 1),           // `401-023-2137`
 ];
 
-/// Every string inside a JSON value.
-fn strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
-        _ => {}
-    }
-}
-
 /// (corpus name, texts). The shared corpora are skipped when absent.
 fn corpora() -> Vec<(&'static str, Vec<String>)> {
     let mut out = Vec::new();
@@ -94,7 +84,7 @@ fn corpora() -> Vec<(&'static str, Vec<String>)> {
         if let Some(p) = common::shared_data_or_skip(rel, "scrub oracle diff") {
             let mut texts = Vec::new();
             for row in common::read_jsonl(&p) {
-                strings(&row, &mut texts);
+                common::strings(&row, &mut texts);
             }
             out.push((name, texts));
         }
@@ -103,12 +93,12 @@ fn corpora() -> Vec<(&'static str, Vec<String>)> {
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{e}"));
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         let mut texts = Vec::new();
-        strings(&v, &mut texts);
+        common::strings(&v, &mut texts);
         out.push(("trace-items", texts));
     }
     let mut texts = Vec::new();
     for item in corpus::items(600, 0x5e1f_4ea1) {
-        strings(&item, &mut texts);
+        common::strings(&item, &mut texts);
     }
     out.push(("replay", texts));
     out

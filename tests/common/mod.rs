@@ -32,6 +32,18 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
     selfheal::eval::read_jsonl(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Appends every string inside a JSON value (object values, array items, nested), in document
+/// order: the texts the oracle-diff suites feed to both implementations.
+pub fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
 /// Runs the `selfheal` binary with `args`, `stdin` on its standard input; its output and status.
 pub fn run_selfheal(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
