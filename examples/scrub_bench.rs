@@ -8,6 +8,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use selfheal::scrub::prefilter::{ScanKind, Stats, scan_all};
+use selfheal::scrub::rules::RULES;
 use selfheal::scrub::{gated_rules, scrub_text};
 use serde_json::Value;
 
@@ -82,6 +84,8 @@ fn main() {
         t.elapsed().as_nanos() as f64 / texts.len().max(1) as f64
     );
 
+    gate_passes(&texts);
+
     println!("\nhostile input     bytes       ms  remarks");
     let cases: Vec<(&str, String)> = vec![
         ("digits", "4".repeat(16_000)),
@@ -106,6 +110,48 @@ fn main() {
             s.len(),
             t.elapsed().as_secs_f64() * 1e3,
             out.remarks.len()
+        );
+    }
+}
+
+/// The byte-class half of the gate on every replay-corpus string, two ways in the same process:
+/// each rule's check on its own after a byte count (one or more passes per rule: the gate until
+/// this comparison) against `scan_all` (every check in one pass: the gate now). Same answers
+/// (a unit test compares them); prints ns per string and the ratio, for all strings and for the
+/// long ones (stack traces, where every check used to run to the end of the text).
+fn gate_passes(texts: &[String]) {
+    let kinds: Vec<ScanKind> = RULES.iter().filter_map(|r| r.scan).collect();
+    let per_check = |t: &String| {
+        let st = Stats::of(t.as_bytes());
+        kinds.iter().filter(|k| k.check(t.as_bytes(), &st)).count()
+    };
+    let fused = |t: &String| {
+        let (set, _) = scan_all(t.as_bytes());
+        kinds.iter().filter(|k| set.has(**k)).count()
+    };
+    let long: Vec<String> = texts.iter().filter(|t| t.len() >= 512).cloned().collect();
+    println!(
+        "\ngate byte checks ({} rules with one)   strings  bytes avg  per-check ns  fused ns  ratio",
+        kinds.len()
+    );
+    for (name, set) in [
+        ("all replay strings", texts),
+        ("strings >= 512 bytes", &long[..]),
+    ] {
+        let mut rounds: Vec<(f64, f64)> = (0..7)
+            .map(|_| {
+                let a = per_call_ns(1, || set.iter().map(per_check).sum());
+                let b = per_call_ns(1, || set.iter().map(fused).sum());
+                (a / set.len().max(1) as f64, b / set.len().max(1) as f64)
+            })
+            .collect();
+        rounds.sort_by(|x, y| (x.0 / x.1).total_cmp(&(y.0 / y.1)));
+        let (a, b) = rounds[rounds.len() / 2];
+        let bytes = set.iter().map(String::len).sum::<usize>() / set.len().max(1);
+        println!(
+            "{name:<36} {:>8} {bytes:>10} {a:>13.0} {b:>9.0} {:>5.1}x",
+            set.len(),
+            a / b
         );
     }
 }

@@ -138,12 +138,10 @@ fn gate(text: &str) -> RuleMask {
                 .unwrap_or(0);
         }
     }
-    let bytes = text.as_bytes();
-    let stats = super::prefilter::Stats::of(bytes);
+    let (scans, _) = super::prefilter::scan_all(text.as_bytes());
     for (i, rule) in RULES.iter().enumerate() {
-        if let Some(scan) = rule.scan
-            && mask & bit(i) == 0
-            && scan(bytes, &stats)
+        if let Some(kind) = rule.scan
+            && scans.has(kind)
         {
             mask |= bit(i);
         }

@@ -271,6 +271,372 @@ pub fn token_run(text: &[u8], min: usize) -> bool {
     false
 }
 
+/// The byte-class pre-checks of the rule table, by name: what a rule's `scan` names
+/// ([`super::RuleSpec::scan`]). [`ScanKind::check`] is each check on its own (the reference, one
+/// or more passes over the text); [`scan_all`] answers every kind at once in a single pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanKind {
+    /// [`url_userinfo`]
+    UrlUserinfo,
+    /// [`padded_base64`]
+    PaddedBase64,
+    /// [`card_digits`]
+    CardDigits,
+    /// [`phone_digits`]
+    PhoneDigits,
+    /// [`ssn_digits`]
+    SsnDigits,
+    /// [`iban_start`]
+    IbanStart,
+    /// [`dotted_quad`]
+    DottedQuad,
+    /// [`ipv6_like`]
+    Ipv6Like,
+    /// [`mac_like`]
+    MacLike,
+    /// [`twilio_hex`]
+    TwilioHex,
+    /// [`token_run20`]
+    TokenRun20,
+}
+
+impl ScanKind {
+    /// Every kind, in bit order of [`ScanSet`].
+    pub const ALL: [ScanKind; 11] = [
+        ScanKind::UrlUserinfo,
+        ScanKind::PaddedBase64,
+        ScanKind::CardDigits,
+        ScanKind::PhoneDigits,
+        ScanKind::SsnDigits,
+        ScanKind::IbanStart,
+        ScanKind::DottedQuad,
+        ScanKind::Ipv6Like,
+        ScanKind::MacLike,
+        ScanKind::TwilioHex,
+        ScanKind::TokenRun20,
+    ];
+
+    /// The check on its own (the definition [`scan_all`] must agree with).
+    pub fn check(self, text: &[u8], st: &Stats) -> bool {
+        match self {
+            ScanKind::UrlUserinfo => url_userinfo(text, st),
+            ScanKind::PaddedBase64 => padded_base64(text, st),
+            ScanKind::CardDigits => card_digits(text, st),
+            ScanKind::PhoneDigits => phone_digits(text, st),
+            ScanKind::SsnDigits => ssn_digits(text, st),
+            ScanKind::IbanStart => iban_start(text, st),
+            ScanKind::DottedQuad => dotted_quad(text, st),
+            ScanKind::Ipv6Like => ipv6_like(text, st),
+            ScanKind::MacLike => mac_like(text, st),
+            ScanKind::TwilioHex => twilio_hex(text, st),
+            ScanKind::TokenRun20 => token_run20(text, st),
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// The kinds of [`ScanKind`] that said yes on a text (one bit per kind, in declaration order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanSet(u16);
+
+impl ScanSet {
+    /// Whether `kind` said yes.
+    pub fn has(self, kind: ScanKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+}
+
+// Byte classes of the fused pass.
+const K_DIGIT: u16 = 1; // 0-9
+const K_CARD: u16 = 1 << 1; // digit ' ' '-'          (card, ssn runs)
+const K_PHONE: u16 = 1 << 2; // digit ' ' ( ) + . -   (phone runs)
+const K_QUAD: u16 = 1 << 3; // digit '.'              (dotted quad runs)
+const K_V6: u16 = 1 << 4; // hex ':' '.'              (ipv6 runs)
+const K_MAC_COLON: u16 = 1 << 5; // hex ':'
+const K_MAC_DASH: u16 = 1 << 6; // hex '-'
+const K_MAC_DOT: u16 = 1 << 7; // hex '.'
+const K_LHEX: u16 = 1 << 8; // 0-9 a-f                (Twilio runs)
+const K_TOKEN: u16 = 1 << 9; // entropy::is_token_byte
+const K_B64: u16 = 1 << 10; // alnum '+' '/'          (padded base64 runs)
+const K_UPPER: u16 = 1 << 11; // A-Z
+
+const fn classes(b: u8) -> u16 {
+    let digit = b.is_ascii_digit();
+    let hex = b.is_ascii_hexdigit();
+    let mut k = 0;
+    if digit {
+        k |= K_DIGIT | K_CARD | K_PHONE | K_QUAD;
+    }
+    if matches!(b, b' ' | b'-') {
+        k |= K_CARD;
+    }
+    if matches!(b, b' ' | b'(' | b')' | b'+' | b'.' | b'-') {
+        k |= K_PHONE;
+    }
+    if b == b'.' {
+        k |= K_QUAD | K_V6 | K_MAC_DOT;
+    }
+    if hex {
+        k |= K_V6 | K_MAC_COLON | K_MAC_DASH | K_MAC_DOT;
+    }
+    if b == b':' {
+        k |= K_V6 | K_MAC_COLON;
+    }
+    if b == b'-' {
+        k |= K_MAC_DASH;
+    }
+    if digit || matches!(b, b'a'..=b'f') {
+        k |= K_LHEX;
+    }
+    if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-') {
+        k |= K_TOKEN;
+    }
+    if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/') {
+        k |= K_B64;
+    }
+    if b.is_ascii_uppercase() {
+        k |= K_UPPER;
+    }
+    k
+}
+
+/// One run counter of the fused pass: a lane of 8 bits in a `u64` (SWAR, eight counters per
+/// word). The run is of bytes of class `class`; it counts the bytes of `counted` (a class bit, or
+/// an exact byte); it has reached its goal once `threshold` counted bytes are in one run.
+struct Lane {
+    class: u16,
+    counted: Counted,
+    threshold: u8,
+}
+
+enum Counted {
+    Class(u16),
+    Byte(u8),
+    All,
+}
+
+/// The run counters, two words of eight lanes.
+const LANES: [[Lane; 8]; 2] = {
+    const fn lane(class: u16, counted: Counted, threshold: u8) -> Lane {
+        Lane {
+            class,
+            counted,
+            threshold,
+        }
+    }
+    use Counted::{All, Byte, Class};
+    [
+        [
+            lane(K_CARD, Class(K_DIGIT), 9),  // ssn
+            lane(K_CARD, Class(K_DIGIT), 13), // card
+            lane(K_PHONE, Class(K_DIGIT), 8), // phone
+            lane(K_QUAD, Byte(b'.'), 3),      // dotted quad
+            lane(K_V6, Byte(b':'), 6),        // ipv6 full form
+            lane(K_MAC_COLON, Byte(b':'), 5), // mac 00:1A:…
+            lane(K_MAC_DASH, Byte(b'-'), 5),  // mac 00-1A-…
+            lane(K_MAC_DOT, Byte(b'.'), 2),   // mac 0012.3456.…
+        ],
+        [
+            lane(K_LHEX, All, 32), // Twilio hex
+            // entropy::MIN_TOKEN_LEN (a unit test checks it)
+            lane(K_TOKEN, All, 20),
+            lane(K_B64, All, 8), // padded base64, read at each `=`
+            lane(0, All, 1),
+            lane(0, All, 1),
+            lane(0, All, 1),
+            lane(0, All, 1),
+            lane(0, All, 1),
+        ],
+    ]
+};
+
+/// Lane indices of `LANES` that [`scan_all`] reads.
+const L_SSN: u32 = 0;
+const L_CARD: u32 = 1;
+const L_PHONE: u32 = 2;
+const L_QUAD: u32 = 3;
+const L_V6: u32 = 4;
+const L_MAC_COLON: u32 = 5;
+const L_MAC_DASH: u32 = 6;
+const L_MAC_DOT: u32 = 7;
+const L_LHEX: u32 = 8;
+const L_TOKEN: u32 = 9;
+const L_B64: u32 = 10;
+
+/// Per byte: lanes whose class holds the byte (0xFF lanes) and the increment per lane, per word
+/// of run counters; the byte's [`Stats`] slot as a 1 in one lane of two counting words; its
+/// class bits.
+struct Step {
+    class: [u64; 2],
+    inc: [u64; 2],
+    count: [u64; 2],
+    k: u16,
+}
+
+const fn step_table() -> [Step; 256] {
+    let mut t = [const {
+        Step {
+            class: [0; 2],
+            inc: [0; 2],
+            count: [0; 2],
+            k: 0,
+        }
+    }; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let k = classes(b);
+        t[i].k = k;
+        let slot = SLOT[i] as usize;
+        t[i].count[slot / 8] = 1 << (8 * (slot % 8));
+        let mut w = 0;
+        while w < 2 {
+            let mut l = 0;
+            while l < 8 {
+                let lane = &LANES[w][l];
+                if k & lane.class != 0 {
+                    t[i].class[w] |= 0xFF << (8 * l);
+                    let counted = match lane.counted {
+                        Counted::Class(c) => k & c != 0,
+                        Counted::Byte(x) => b == x,
+                        Counted::All => true,
+                    };
+                    if counted {
+                        t[i].inc[w] |= 1 << (8 * l);
+                    }
+                }
+                l += 1;
+            }
+            w += 1;
+        }
+        i += 1;
+    }
+    t
+}
+
+/// Start value of each lane: `128 - threshold`, so that bit 7 of a lane is set exactly when its
+/// run has counted `threshold` bytes.
+const fn biases() -> [u64; 2] {
+    let mut out = [0u64; 2];
+    let mut w = 0;
+    while w < 2 {
+        let mut l = 0;
+        while l < 8 {
+            out[w] |= ((128 - LANES[w][l].threshold as u64) & 0xFF) << (8 * l);
+            l += 1;
+        }
+        w += 1;
+    }
+    out
+}
+
+static STEP: [Step; 256] = step_table();
+const BIAS: [u64; 2] = biases();
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Every [`ScanKind`] of `text` and its [`Stats`] in one pass over the bytes: the same answers as
+/// calling [`ScanKind::check`] for each kind (a unit test compares them on random and hand-made
+/// texts). The run counters are eight-bit lanes of two words (SWAR), so a byte costs a table
+/// look-up and a few word operations whatever the number of checks; the per-check passes it
+/// replaces each ran to the end of a text without a match, eleven passes over every stack trace.
+pub fn scan_all(text: &[u8]) -> (ScanSet, Stats) {
+    let mut counts = [0u32; SLOTS];
+    let mut runs = BIAS;
+    // a lane's bit 7 once its run reached the threshold, kept while the run lasts / for good
+    let mut in_run = [0u64; 2];
+    let mut reached = [0u64; 2];
+    let mut b64_padded = false;
+    // windows: `::`, `://`, upper upper digit digit
+    let (mut double_colon, mut scheme_sep, mut iban) = (false, false, false);
+    let (mut prev1, mut prev2) = (0u8, 0u8);
+    // (upper, digit) of the latest bytes, newest in the low bit
+    let (mut up_hist, mut dig_hist) = (0u8, 0u8);
+    let b64_high = 0x80u64 << (8 * (L_B64 - 8));
+    // byte counts in eight-bit lanes (the `Stats` slots), added into `counts` every 255 bytes
+    for chunk in text.chunks(255) {
+        let mut lanes = [0u64; 2];
+        for &b in chunk {
+            let Some(step) = STEP.get(usize::from(b)) else {
+                continue;
+            };
+            lanes[0] += step.count[0];
+            lanes[1] += step.count[1];
+            if b == b'=' && in_run[1] & b64_high != 0 {
+                b64_padded = true;
+            }
+            for w in 0..2 {
+                // no lane exceeds 128 before its bit 7 is cleared: no carry into the next lane
+                let next = runs[w].wrapping_add(step.inc[w]);
+                let high = next & HIGH;
+                reached[w] |= high;
+                in_run[w] = (in_run[w] | high) & step.class[w];
+                runs[w] = (next & !HIGH & step.class[w]) | (BIAS[w] & !step.class[w]);
+            }
+            let digit = step.k & K_DIGIT != 0;
+            double_colon |= prev1 == b':' && b == b':';
+            scheme_sep |= prev2 == b':' && prev1 == b'/' && b == b'/';
+            iban |= digit && dig_hist & 1 != 0 && up_hist & 0b110 == 0b110;
+            up_hist = (up_hist << 1) | u8::from(step.k & K_UPPER != 0);
+            dig_hist = (dig_hist << 1) | u8::from(digit);
+            prev2 = prev1;
+            prev1 = b;
+        }
+        for (slot, c) in counts.iter_mut().enumerate() {
+            let word = lanes.get(slot / 8).copied().unwrap_or(0);
+            *c += ((word >> (8 * (slot % 8))) & 0xFF) as u32;
+        }
+    }
+    let lane = |l: u32| {
+        let (w, i) = ((l / 8) as usize, l % 8);
+        reached.get(w).is_some_and(|r| r & (0x80 << (8 * i)) != 0)
+    };
+    let st = Stats { counts };
+    let (digits, colons) = (st.digits(), st.count(b':'));
+    let mut set = 0u16;
+    let mut put = |kind: ScanKind, yes: bool| {
+        if yes {
+            set |= kind.bit();
+        }
+    };
+    put(
+        ScanKind::UrlUserinfo,
+        st.count(b'@') > 0 && st.count(b'/') >= 2 && scheme_sep,
+    );
+    put(ScanKind::PaddedBase64, st.count(b'=') > 0 && b64_padded);
+    put(ScanKind::CardDigits, digits >= 13 && lane(L_CARD));
+    put(ScanKind::PhoneDigits, digits >= 8 && lane(L_PHONE));
+    put(ScanKind::SsnDigits, digits >= 9 && lane(L_SSN));
+    put(ScanKind::IbanStart, digits >= 2 && st.upper() >= 2 && iban);
+    put(
+        ScanKind::DottedQuad,
+        st.count(b'.') >= 3 && digits >= 4 && lane(L_QUAD),
+    );
+    put(
+        ScanKind::Ipv6Like,
+        colons >= 2 && (double_colon || colons >= 6 && lane(L_V6)),
+    );
+    put(
+        ScanKind::MacLike,
+        (colons >= 5 && lane(L_MAC_COLON))
+            || (st.count(b'-') >= 5 && lane(L_MAC_DASH))
+            || (st.count(b'.') >= 2 && lane(L_MAC_DOT)),
+    );
+    let prefix =
+        (st.count(b'A') > 0 && st.count(b'C') > 0) || (st.count(b'S') > 0 && st.count(b'K') > 0);
+    put(
+        ScanKind::TwilioHex,
+        prefix && digits + st.lower_hex() >= 32 && lane(L_LHEX),
+    );
+    put(
+        ScanKind::TokenRun20,
+        text.len() >= super::entropy::MIN_TOKEN_LEN && lane(L_TOKEN),
+    );
+    (ScanSet(set), st)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +682,118 @@ mod tests {
         assert_eq!(st.digits(), 2);
         assert_eq!(st.upper(), 2);
         assert_eq!(st.lower_hex(), 2);
+    }
+
+    /// `scan_all` must answer exactly what each check answers on its own.
+    fn assert_fused_agrees(text: &[u8]) {
+        let st = Stats::of(text);
+        let (set, fused_st) = scan_all(text);
+        assert_eq!(
+            fused_st.counts,
+            st.counts,
+            "stats of {:?}",
+            String::from_utf8_lossy(text)
+        );
+        for kind in ScanKind::ALL {
+            assert_eq!(
+                set.has(kind),
+                kind.check(text, &st),
+                "{kind:?} on {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn token_lane_is_the_entropy_minimum() {
+        assert_eq!(
+            usize::from(LANES[1][(L_TOKEN - 8) as usize].threshold),
+            crate::scrub::entropy::MIN_TOKEN_LEN
+        );
+    }
+
+    #[test]
+    fn fused_pass_agrees_with_every_check() {
+        for text in [
+            "",
+            "postgres://a:b@h",
+            "https://example.com/a",
+            "x: YWRtaW46cGFzc3dvcmQ=",
+            "a=b",
+            "4111 1111 1111 1111",
+            "id 123456789012",
+            "+1 415 555 0132",
+            "port 8080",
+            "078-05-1121",
+            "07-05-11",
+            "DE89 3704",
+            "de89 3704",
+            "10.0.0.1",
+            "v1.2.3",
+            "fe80::1",
+            "2001:db8:0:0:0:0:0:1",
+            "app.js:12:34",
+            "00:1A:2B:3C:4D:5E",
+            "0012.3456.789A",
+            "12:34:56",
+            "SK0123456789abcdef0123456789abcdef",
+            "ACCESS denied",
+            "x wJalrXUtnFEMI/K7MDENG y",
+            "short words only",
+            "aa-bb-cc-dd-ee-ff",
+            "a:/",
+            ":/",
+            "12345678=",
+            "abcdefgh=",
+            "AB12",
+            "ABC1",
+            "A1B2",
+            "::",
+            "a://b@c",
+        ] {
+            assert_fused_agrees(text.as_bytes());
+        }
+        // random texts (deterministic LCG), each over one alphabet of bytes some check counts,
+        // so that every check says yes often and no often
+        let alphabets: [&[u8]; 8] = [
+            b"0123456789 -x",
+            b"0123456789 ()+.-a",
+            b"0123456789.:a",
+            b"0123456789abcdefABCDEF:.-g",
+            b"0123456789abcdefACSKz",
+            b"abcXYZ019+/=_- ",
+            b"ABDE0189 :/@.",
+            b"0123456789abcdefABCDEFKSZxyz:./-@=+()_ ~\n\xc3\xa9",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize
+        };
+        let mut yes = [0usize; ScanKind::ALL.len()];
+        let n = 200_000;
+        for _ in 0..n {
+            let alphabet = alphabets[next() % alphabets.len()];
+            let len = next() % 72;
+            let mut text = Vec::with_capacity(len);
+            while text.len() < len {
+                let b = alphabet[next() % alphabet.len()];
+                text.extend(std::iter::repeat_n(b, 1 + next() % 3));
+            }
+            assert_fused_agrees(&text);
+            let (set, _) = scan_all(&text);
+            for (k, kind) in ScanKind::ALL.iter().enumerate() {
+                yes[k] += usize::from(set.has(*kind));
+            }
+        }
+        for (k, kind) in ScanKind::ALL.iter().enumerate() {
+            assert!(
+                yes[k] >= 200 && n - yes[k] >= 200,
+                "{kind:?} said yes {} of {n} times",
+                yes[k]
+            );
+        }
     }
 }

@@ -392,7 +392,7 @@ pub static RULES: &[RuleSpec] = &[
             )",
         check: None,
         keywords: &["pat", "re_", "q~", "|", "%7c"],
-        scan: Some(p::twilio_hex),
+        scan: Some(p::ScanKind::TwilioHex),
         find: None,
     },
     RuleSpec {
@@ -459,7 +459,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r#"(?x)\b[A-Za-z][A-Za-z0-9+.-]{1,20}://(?P<s>[^\s/?\#"'<>@]+(?:@[^\s/?\#"'<>@]+)*)@[A-Za-z0-9\[]"#,
         check: Some(v::userinfo_not_placeholder),
         keywords: &[],
-        scan: Some(p::url_userinfo),
+        scan: Some(p::ScanKind::UrlUserinfo),
         find: None,
     },
     RuleSpec {
@@ -543,7 +543,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r"(?x)(?:^|[^A-Za-z0-9+/])(?P<s>[A-Za-z0-9+/]{8,}={1,2})",
         check: Some(v::base64_credentials),
         keywords: &[],
-        scan: Some(p::padded_base64),
+        scan: Some(p::ScanKind::PaddedBase64),
         find: None,
     },
     RuleSpec {
@@ -586,7 +586,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r"(?x)\b(?P<s>[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3}\ [0-9]{2}\ [0-9]{4})\b",
         check: Some(v::ssn),
         keywords: &[],
-        scan: Some(p::ssn_digits),
+        scan: Some(p::ScanKind::SsnDigits),
         find: None,
     },
     RuleSpec {
@@ -597,7 +597,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r"(?x)\b(?P<s>[0-9]{3}-[0-9]{3}-[0-9]{4}|[0-9]{3}\ [0-9]{3}\ [0-9]{4})\b",
         check: Some(v::uk_nhs),
         keywords: &[],
-        scan: Some(p::ssn_digits),
+        scan: Some(p::ScanKind::SsnDigits),
         find: None,
     },
     RuleSpec {
@@ -631,7 +631,7 @@ pub static RULES: &[RuleSpec] = &[
             )\b",
         check: Some(v::credit_card),
         keywords: &[],
-        scan: Some(p::card_digits),
+        scan: Some(p::ScanKind::CardDigits),
         find: None,
     },
     RuleSpec {
@@ -641,7 +641,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r"(?x)\b(?P<s>[A-Z]{2}[0-9]{2}(?:\ ?[A-Z0-9]{4}){2,7}(?:\ ?[A-Z0-9]{1,3})?)\b",
         check: Some(v::iban),
         keywords: &[],
-        scan: Some(p::iban_start),
+        scan: Some(p::ScanKind::IbanStart),
         find: None,
     },
     RuleSpec {
@@ -663,7 +663,7 @@ pub static RULES: &[RuleSpec] = &[
             (?:/[0-9]{1,4})?",
         check: Some(v::ipv6),
         keywords: &[],
-        scan: Some(p::ipv6_like),
+        scan: Some(p::ScanKind::Ipv6Like),
         find: None,
     },
     RuleSpec {
@@ -676,7 +676,7 @@ pub static RULES: &[RuleSpec] = &[
             (?:/[0-9]{1,3})?",
         check: Some(v::ipv4),
         keywords: &[],
-        scan: Some(p::dotted_quad),
+        scan: Some(p::ScanKind::DottedQuad),
         find: None,
     },
     RuleSpec {
@@ -689,7 +689,7 @@ pub static RULES: &[RuleSpec] = &[
           | [0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}",
         check: Some(v::mac),
         keywords: &[],
-        scan: Some(p::mac_like),
+        scan: Some(p::ScanKind::MacLike),
         find: None,
     },
     RuleSpec {
@@ -708,7 +708,7 @@ pub static RULES: &[RuleSpec] = &[
           | 0[1-9][0-9]{8,9}",
         check: Some(v::phone),
         keywords: &[],
-        scan: Some(p::phone_digits),
+        scan: Some(p::ScanKind::PhoneDigits),
         find: None,
     },
     // ---------------------------------------------------------------- secrets by content
@@ -722,7 +722,7 @@ pub static RULES: &[RuleSpec] = &[
         pattern: "",
         check: None,
         keywords: &[],
-        scan: Some(p::token_run20),
+        scan: Some(p::ScanKind::TokenRun20),
         find: Some(super::entropy::find_tokens),
     },
 ];
