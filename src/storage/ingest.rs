@@ -59,7 +59,9 @@ pub const OVERFLOW_EXCEPTION: &str = "selfheal.overflow";
 /// Normalized message of a script's overflow incident.
 pub const OVERFLOW_MESSAGE: &str = "new incidents past this script's hourly cap fold here (SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR); each sample keeps its own message";
 
-/// What the consumer writes with, from the agent-runner's vars ([`ConsumerSettings`]).
+/// What events are written with: by the Queue's consumer from the agent-runner's vars
+/// ([`ConsumerSettings`]), by the tail Worker's direct path from its own
+/// `SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR` ([`crate::store::ingest_statements`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngestPolicy {
     /// Samples kept per incident.
@@ -1032,6 +1034,27 @@ mod tests {
             "the tail Worker consumes nothing"
         );
         assert_eq!(queues(cron, "producers"), vec![q.fix_jobs.clone()]);
+    }
+
+    /// `NAME = "value"` of a wrangler.toml's `[vars]`, when set there.
+    fn toml_var(toml: &str, name: &str) -> Option<String> {
+        toml.lines().map(str::trim).find_map(|l| {
+            let rest = l.strip_prefix(name)?.trim_start().strip_prefix('=')?;
+            Some(rest.split('#').next()?.trim().trim_matches('"').to_string())
+        })
+    }
+
+    #[test]
+    fn the_tail_and_the_consumer_cap_new_incidents_alike() {
+        // The tail's direct path and the agent-runner's consumer each read their own var.
+        let runner = include_str!("../../wrangler.toml");
+        let tail = include_str!("../../tail-worker/wrangler.toml");
+        let name = "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR";
+        let (r, t) = (toml_var(runner, name), toml_var(tail, name));
+        assert!(r.is_some(), "{name} in wrangler.toml");
+        assert_eq!(r, t, "{name}: agent-runner and tail Worker");
+        let cap = IngestPolicy::from_var(r.as_deref()).unwrap();
+        assert_eq!(cap, IngestPolicy::default());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   counts, as messages on `INGEST` (one `sendBatch`); one with only healthy items sends nothing
 //!   until the counts are `SELFHEAL_TRAFFIC_FLUSH_SECS` old. Without an `INGEST` binding, with
 //!   `SELFHEAL_INGEST_MODE=direct`, or when the send fails, the same data is written straight to
-//!   D1 in one `batch()` (the write path before the Queue).
+//!   D1 in one `batch()` (the write path before the Queue), under this Worker's flood cap
+//!   (`SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR`).
 //! - The consumer of `selfheal-ingest` (one D1 batch per queue batch, retries with backoff,
 //!   dead-letter parking) is the agent-runner's (`src/runner/ingest_queue.rs`): this Worker only
 //!   captures and sends, which keeps its wasm small (issue 9).
@@ -22,8 +23,8 @@ use std::sync::OnceLock;
 use selfheal::config::PipelineConfig;
 use selfheal::event::process_batch_observed;
 use selfheal::signal::rates::{FlushPolicy, TrafficAggregator, batch_hash};
-use selfheal::storage::ingest;
-use selfheal::store::{SamplePolicy, flush_statements, ingest_statements, utc_day};
+use selfheal::storage::ingest::{self, IngestPolicy};
+use selfheal::store::{flush_statements, ingest_statements, utc_day};
 use selfheal::workers::{self, DB_BINDING, GlueError};
 use wasm_bindgen::prelude::*;
 use worker::{Env, console_error, console_log};
@@ -41,6 +42,9 @@ const INGEST_BINDING: &str = "INGEST";
 struct Settings {
     pipeline: PipelineConfig,
     flush: FlushPolicy,
+    /// Samples and flood cap of the direct path (`SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR`); the
+    /// Queue's consumer applies the agent-runner's own.
+    ingest: IngestPolicy,
     /// `SELFHEAL_INGEST_MODE=direct`: write D1 from tail() even with an `INGEST` binding.
     direct: bool,
 }
@@ -69,9 +73,13 @@ fn config(env: &Env) -> Result<&'static Settings, GlueError> {
                 })?;
                 flush.max_age_ms = i64::from(secs) * 1000;
             }
+            let ingest = IngestPolicy::from_var(
+                workers::var(env, "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR").as_deref(),
+            )?;
             Ok(Settings {
                 pipeline: cfg,
                 flush,
+                ingest,
                 direct: match workers::var(env, "SELFHEAL_INGEST_MODE")
                     .as_deref()
                     .map(str::trim)
@@ -174,9 +182,9 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
     };
     let direct = sent.is_none();
     if direct {
-        // The default samples and flood cap (store::ingest_statements): the configured cap
-        // (SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR) is the agent-runner's, whose consumer applies it.
-        let mut stmts = ingest_statements(&events, now, SamplePolicy::default());
+        // This Worker's flood cap (SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR): the same rule the Queue's
+        // consumer applies with the agent-runner's var.
+        let mut stmts = ingest_statements(&events, now, settings.ingest);
         stmts.extend(flush_statements(&flushes, &utc_day(now), now));
         let db = env.d1(DB_BINDING)?;
         if let Err(e) = workers::batch(&db, &stmts).await {
