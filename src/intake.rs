@@ -44,7 +44,8 @@ use crate::config::PipelineConfig;
 use crate::event::{Event, Verdict, process_item};
 use crate::fingerprint::hex;
 use crate::security::ct_eq;
-use crate::store::{SamplePolicy, SqlValue, Statement, ingest_statements};
+use crate::storage::ingest::IngestPolicy;
+use crate::store::{SqlValue, Statement, ingest_statements};
 use crate::trace::TraceItem;
 
 /// Largest body of `POST /api/intake/sentry`, bytes (Sentry's issue payloads are a few KiB; an
@@ -373,7 +374,7 @@ pub fn intake_statements(issue: &ExternalIssue, event: &Event, now_ms: i64) -> V
     stmts.extend(ingest_statements(
         std::slice::from_ref(event),
         now_ms,
-        SamplePolicy::default(),
+        IngestPolicy::default(),
     ));
     stmts
 }

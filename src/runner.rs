@@ -4,6 +4,10 @@
 //!   **claimed** by an insert into `fix_runs` guarded by `UNIQUE (incident_id)`, so a redelivered
 //!   message is an acked no-op; the claim takes one unit of the daily cap in the same transaction,
 //!   or defers the run to a later UTC day. A claimed run waits as `ready`, with its task, for a fixer.
+//! - Queue consumer of `selfheal-ingest` and its dead-letter queue `selfheal-ingest-dlq`
+//!   ([`ingest_queue`]): one D1 batch per queue batch of the tail Worker's messages, retries with
+//!   backoff, parking. One `queue` export serves every queue, by the batch's queue name
+//!   ([`queue`]).
 //! - HTTP API (JSON), `Authorization: Bearer $SELFHEAL_API_TOKEN`:
 //!   `GET /api/summary`, `/api/incidents`, `/api/tickets`, `/api/runs`, `/api/budget`, `/api/ingest`;
 //!   and for the local fixer (`selfheal fix`): `POST /api/runs/lease` (`{owner, ttl_secs}` → 200
@@ -43,10 +47,12 @@
 
 mod dashboard;
 mod ingest;
+mod ingest_queue;
 mod operator;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wasm_bindgen::{JsCast, JsValue, prelude::wasm_bindgen};
 use worker::{
     Context, Env, MessageBatch, MessageExt, Request, Response, console_error, console_log, event,
 };
@@ -59,6 +65,7 @@ use crate::signal::report::{
     self, DecisionCountRow, DecisionRow, DecisionView, IncidentView, LIST_INCIDENTS_GATED,
     LabelledRow,
 };
+use crate::storage::ingest::{ConsumerQueue, ConsumerQueues};
 use crate::storage::run_tokens::{RunTokenRow, SELECT_RUN_TOKEN};
 use crate::store::{
     self, BudgetRow, CLAIM_INSERT_INDEX, CLAIM_READBACK_INDEX, FixRunRow, IncidentRow,
@@ -89,10 +96,77 @@ fn daily_cap(env: &Env) -> Result<u32, GlueError> {
     Ok(caps(env)?.daily_runs)
 }
 
-#[event(queue)]
-async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker::Result<()> {
+/// The `queue(batch, env, ctx)` export: every Queue this Worker consumes comes here (workers-rs
+/// wires one `queue` handler per Worker), and the batch's queue name picks the consumer
+/// ([`ConsumerQueues::route`], names from `SELFHEAL_FIX_JOBS_QUEUE`, `SELFHEAL_INGEST_QUEUE`,
+/// `SELFHEAL_INGEST_DLQ`): fix jobs (`fix_jobs`), ingest messages (`ingest_queue::consume`)
+/// or dead-lettered ones (`ingest_queue::park`). A batch from any other queue is logged as an
+/// error and every message retried with the ingest backoff: never acked, so a misnamed var loses
+/// nothing (Queues' `max_retries` and dead-letter queue still apply).
+///
+/// A plain wasm-bindgen export rather than `#[event(queue)]`: the ingest consumer needs each
+/// message's `attempts`, which workers-rs 0.8.7's `MessageBatch` does not expose; the fix-job
+/// consumer still gets a workers-rs [`MessageBatch`]. Same signature as the macro's export.
+///
+/// Errors (a rejected promise: the runtime retries the whole batch): a bad config, no D1
+/// binding. Every message is otherwise acknowledged or retried on its own.
+// The futures glue through workers-rs's re-export, as its macros do (no direct dependency).
+#[wasm_bindgen(wasm_bindgen_futures = ::worker::wasm_bindgen_futures)]
+pub async fn queue(batch: JsValue, env: Env, _ctx: JsValue) -> Result<JsValue, JsValue> {
     console_error_panic_hook::set_once();
-    let cap = daily_cap(&env)?;
+    let name = js_sys::Reflect::get(&batch, &JsValue::from_str("queue"))
+        .ok()
+        .and_then(|n| n.as_string())
+        .unwrap_or_default();
+    let queues = ConsumerQueues::from_vars(|v| workers::var(&env, v));
+    let result = match queues.route(&name) {
+        Some(ConsumerQueue::FixJobs) => fix_jobs(
+            MessageBatch::from(batch.unchecked_into::<worker::worker_sys::MessageBatch>()),
+            &env,
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Some(ConsumerQueue::Ingest) => ingest_queue::consume(&env, &ingest_queue::messages(&batch))
+            .await
+            .map_err(|e| e.to_string()),
+        Some(ConsumerQueue::IngestDeadLetter) => {
+            ingest_queue::park(&env, &ingest_queue::messages(&batch))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => {
+            let messages = ingest_queue::messages(&batch);
+            let settings = ingest_queue::settings(&env).unwrap_or_default();
+            console_error!(
+                "selfheal runner: a batch of {} message(s) from queue {name:?}, which is none of \
+                 SELFHEAL_FIX_JOBS_QUEUE={:?}, SELFHEAL_INGEST_QUEUE={:?}, SELFHEAL_INGEST_DLQ={:?}: \
+                 retried, not acked",
+                messages.len(),
+                queues.fix_jobs,
+                queues.ingest,
+                queues.ingest_dlq
+            );
+            for m in &messages {
+                m.retry_in(settings.backoff_secs(m.attempts()));
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Ok(JsValue::UNDEFINED),
+        Err(e) => {
+            console_error!("selfheal runner: queue {name}: {e}");
+            Err(JsValue::from_str(&e))
+        }
+    }
+}
+
+/// The consumer of `selfheal-fix-jobs` (see the module docs): each job claimed once.
+///
+/// Errors: a bad cap var, no D1 binding (the whole batch is retried). A job whose claim fails is
+/// retried on its own.
+async fn fix_jobs(batch: MessageBatch<Value>, env: &Env) -> Result<(), GlueError> {
+    let cap = daily_cap(env)?;
     let db = env.d1(DB_BINDING)?;
     for message in batch.raw_iter() {
         let job = js_sys::JSON::stringify(&message.body())

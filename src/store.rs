@@ -81,19 +81,18 @@ impl Default for SamplePolicy {
 
 /// The statements of the events of one tail invocation, to run in **one** D1 `batch()` (one
 /// transaction) with the traffic flush ([`flush_statements`]): the coalesced statements of
-/// [`crate::storage::ingest::event_statements`] (ensure the incidents under the default flood cap,
+/// [`crate::storage::ingest::event_statements`] (ensure the incidents under `policy`'s flood cap,
 /// keep samples, record the occurrences: the triggers count them, and their 5-minute and hourly
 /// buckets, only when the event key is new). `now_ms` is the receive time in ms since the epoch.
-pub fn ingest_statements(events: &[Event], now_ms: i64, policy: SamplePolicy) -> Vec<Statement> {
+/// The tail Worker's direct path passes the policy of its `SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR`,
+/// as the Queue's consumer does with the agent-runner's.
+pub fn ingest_statements(
+    events: &[Event],
+    now_ms: i64,
+    policy: ingest::IngestPolicy,
+) -> Vec<Statement> {
     let queued: Vec<ingest::QueuedEvent> = events.iter().map(ingest::QueuedEvent::from).collect();
-    ingest::event_statements(
-        &queued,
-        now_ms,
-        ingest::IngestPolicy {
-            sample: policy,
-            ..Default::default()
-        },
-    )
+    ingest::event_statements(&queued, now_ms, policy)
 }
 
 /// The statements that write traffic flushes ([`crate::signal::rates`]) in the same D1 batch as

@@ -8,7 +8,8 @@ use selfheal::signal::gate::{self, Decision, GateMode, GatePolicy, IncidentInput
 use selfheal::signal::report::{self, DecisionCountRow, DecisionRow, IncidentView, LabelledRow};
 use selfheal::signal::step;
 use selfheal::sqlite::{Db, decode};
-use selfheal::store::{self, SamplePolicy, Statement};
+use selfheal::storage::ingest::IngestPolicy;
+use selfheal::store::{self, Statement};
 use selfheal::trace::TraceItem;
 use serde_json::{Value, json};
 
@@ -77,7 +78,7 @@ fn report_counts_ever_ticketed_against_labels_with_times() {
     db.batch(&store::ingest_statements(
         &events,
         T0,
-        SamplePolicy::default(),
+        IngestPolicy::default(),
     ))
     .expect("ingest");
     let ids: Vec<i64> = events
@@ -201,7 +202,7 @@ fn api_reads_list_decisions_and_history() {
     db.batch(&store::ingest_statements(
         std::slice::from_ref(&ev),
         T0,
-        SamplePolicy::default(),
+        IngestPolicy::default(),
     ))
     .expect("ingest");
     let id = db.scalar("SELECT id FROM ops_incidents").expect("id");

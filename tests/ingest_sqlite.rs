@@ -11,7 +11,7 @@ use selfheal::sqlite::Db;
 use selfheal::storage::ingest::{
     self, DeadRow, IngestMessage, IngestPolicy, MAX_MESSAGE_BYTES, MessageError, WriteCounts,
 };
-use selfheal::store::{SamplePolicy, SqlValue, Statement};
+use selfheal::store::{self, SamplePolicy, SqlValue, Statement};
 use selfheal::trace::TraceItem;
 use serde_json::json;
 
@@ -281,6 +281,59 @@ fn the_flood_cap_folds_new_fingerprints_past_it_into_one_overflow_incident() {
             "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
         ),
         51
+    );
+}
+
+#[test]
+fn the_direct_path_applies_the_configured_flood_cap() {
+    // The tail Worker's direct path (no Queue, SELFHEAL_INGEST_MODE=direct, a failed send) writes
+    // with store::ingest_statements under its own SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR, not 50.
+    let events: Vec<Event> = (0..35)
+        .map(|i| {
+            event(
+                "api",
+                "/x",
+                NOW + i,
+                &format!("attacker text number-{}", "x".repeat(i as usize)),
+            )
+        })
+        .collect();
+    let policy = IngestPolicy::from_var(Some("20")).expect("a cap");
+    let mut db = Db::memory().expect("db");
+    // One direct write per tail invocation: the cap holds across them.
+    for chunk in events.chunks(7) {
+        db.batch(&store::ingest_statements(chunk, NOW, policy))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let overflow_fp = ingest::overflow_components("api").fingerprint();
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
+        ),
+        20
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            &format!(
+                "SELECT occurrence_count FROM ops_incidents WHERE fingerprint = '{overflow_fp}'"
+            )
+        ),
+        15,
+        "the 15 events past the cap count on the overflow incident"
+    );
+    // The default (unset var) is the Queue consumer's default: 50, so all 35 stand alone.
+    let mut db = Db::memory().expect("db");
+    let default = IngestPolicy::from_var(None).expect("the default");
+    db.batch(&store::ingest_statements(&events, NOW, default))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM ops_incidents WHERE exception_type = 'selfheal.overflow'"
+        ),
+        0
     );
 }
 

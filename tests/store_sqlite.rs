@@ -5,6 +5,7 @@
 use rusqlite::Connection;
 use selfheal::config::PipelineConfig;
 use selfheal::event::{BatchCounts, Event, Verdict, process_item};
+use selfheal::storage::ingest::IngestPolicy;
 use selfheal::store::{self, SamplePolicy, SqlValue, Statement};
 use selfheal::ticket::FixJob;
 use selfheal::trace::TraceItem;
@@ -53,7 +54,11 @@ fn ingest(conn: &mut Connection, events: &[Event]) {
         events: events.len() as u64,
         ..Default::default()
     };
-    let mut stmts = store::ingest_statements(events, 1, SamplePolicy { keep_first: 3 });
+    let policy = IngestPolicy {
+        sample: SamplePolicy { keep_first: 3 },
+        ..Default::default()
+    };
+    let mut stmts = store::ingest_statements(events, 1, policy);
     // Each invocation's delivery counts ride in its traffic flush (one per invocation here).
     let mut agg = selfheal::signal::rates::TrafficAggregator::default();
     agg.add(&[], &counts, 1);

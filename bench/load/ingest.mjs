@@ -1,6 +1,7 @@
 // Load on the ingest write path: the real tail Worker in workerd (`wrangler dev`, the local Queue
 // and D1 of scripts/lib/stack.mjs), fed production-shaped TraceItems one per tail() call (what
-// production delivers per producer invocation) in concurrent bursts. A bench, not a test: it
+// production delivers per producer invocation) in concurrent bursts; the agent-runner consumes the
+// Queue (src/runner/ingest_queue.rs), so the consumer's settings are its vars. A bench, not a test: it
 // prints figures and exits non-zero only when a count in D1 differs from what was sent.
 //
 //   node bench/load/ingest.mjs [--items N] [--error-share F] [--arms a,b,…] [--concurrency C]
@@ -14,9 +15,10 @@
 //   direct     the write path before the Queue: tail() writes D1 itself on every invocation
 //              (SELFHEAL_INGEST_MODE=direct, SELFHEAL_TRAFFIC_FLUSH_SECS=0)
 //
-// Printed per arm: items/s through tail() (wall time of the bursts), tail-process CPU per item
-// (the workerd of the tail Worker from /proc: tail(), the queue consumer and the local D1, which
-// runs in that same process here and elsewhere in production: an upper bound), D1 batches and
+// Printed per arm: items/s through tail() (wall time of the bursts), CPU per item of the tail
+// Worker's workerd (from /proc: tail(), and on the direct arm its D1 writes, the local D1 running
+// in the process of the Worker that calls it) and of the agent-runner's (the queue consumer and
+// its D1 writes; it also serves the API polled while draining and, on `busy`, the fix jobs), D1 batches and
 // statements per 1,000 items (ops_ingest_stats.writes / .statements), queue messages, the delay
 // from an item's hand-over to tail() (the replayer stamps eventTimestamp then) to its stored sample (ops_log_events.received_at,
 // p50/p99 over every stored sample), the drain time after the last burst, and the exactness check
@@ -106,18 +108,20 @@ function cpuNs(pid) {
   return n;
 }
 
-/** The workerd process serving the tail Worker (a descendant of its wrangler process). */
-function tailWorkerd(stack) {
+/** The workerd process serving one Worker of the stack (a descendant of its wrangler process). */
+function workerd(stack, name, config) {
   const out = execFileSync("ps", ["-eo", "pid,ppid,args"], { encoding: "utf8" }).trim().split("\n").slice(1);
   const procs = out.map((l) => {
     const [pid, ppid, ...args] = l.trim().split(/\s+/);
     return { pid: Number(pid), ppid: Number(ppid), args: args.join(" ") };
   });
-  const port = String(stack.ports.tail);
-  const wrangler = procs.find((p) => p.args.includes("wrangler.js dev") && p.args.includes("tail-worker/wrangler.toml") && p.args.includes(port));
+  const port = String(stack.ports[name]);
+  const wrangler = procs.find(
+    (p) => p.args.includes("wrangler.js dev") && p.args.includes(`-c ${config} `) && p.args.includes(`--port ${port} `),
+  );
   const descendants = (pid) => procs.filter((p) => p.ppid === pid).flatMap((c) => [c, ...descendants(c.pid)]);
   const w = wrangler && descendants(wrangler.pid).find((p) => /workerd/.test(p.args));
-  if (!w) throw new Error("workerd of the tail Worker not found");
+  if (!w) throw new Error(`workerd of the ${name} Worker not found`);
   return w.pid;
 }
 
@@ -132,10 +136,14 @@ async function arm(name) {
   const tailVars =
     name === "direct"
       ? { SELFHEAL_INGEST_MODE: "direct", SELFHEAL_TRAFFIC_FLUSH_SECS: "0" }
-      : { SELFHEAL_TRAFFIC_FLUSH_SECS: "60", SELFHEAL_INGEST_RETRY_BASE_SECS: "1", SELFHEAL_INGEST_RETRY_MAX_SECS: "2" };
+      : { SELFHEAL_TRAFFIC_FLUSH_SECS: "60" };
+  // The flood cap on both write paths: the tail's direct one and the agent-runner's consumer,
+  // whose backoff is 1 s doubling to 2 s here (production: 10 s to 15 min).
+  const cap = { SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR: "1000" };
   const stack = await startStack({
     stateDir,
-    tailVars: { ...tailVars, SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR: "1000" },
+    tailVars: { ...tailVars, ...cap },
+    runnerVars: { ...cap, SELFHEAL_INGEST_RETRY_BASE_SECS: "1", SELFHEAL_INGEST_RETRY_MAX_SECS: "2" },
     scheduledVars: { SELFHEAL_GATE_MODE: "shadow" },
     extra: { replayer: "tests/e2e/replayer/wrangler.toml" },
     warmupPath: "/reports/export",
@@ -156,8 +164,10 @@ async function arm(name) {
         await sleep(2000);
       }
     })();
-    const pid = tailWorkerd(stack);
+    const pid = workerd(stack, "tail", "tail-worker/wrangler.toml");
+    const runnerPid = workerd(stack, "runner", "wrangler.toml");
     const cpu0 = cpuNs(pid);
+    const runnerCpu0 = cpuNs(runnerPid);
     const t0 = Date.now();
     let next = 0;
     const worker = async () => {
@@ -191,6 +201,7 @@ async function arm(name) {
     await stack.settle({ timeoutMs: 600_000 });
     const drainSecs = (Date.now() - t0) / 1000 - sendSecs;
     const cpu = cpuNs(pid) - cpu0;
+    const runnerCpu = cpuNs(runnerPid) - runnerCpu0;
     busy = false;
     await cronLoop;
 
@@ -218,6 +229,7 @@ async function arm(name) {
       error_share: share,
       items_per_s: Math.round(ITEMS / sendSecs),
       cpu_us_per_item: Math.round(cpu / 1000 / (ITEMS + 1)),
+      runner_cpu_us_per_item: Math.round(runnerCpu / 1000 / (ITEMS + 1)),
       d1_batches_per_1k: per1k(after.w - base[0].w),
       statements_per_1k: per1k(after.s - base[0].s),
       queue_messages: after.m - base[0].m,

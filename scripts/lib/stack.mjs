@@ -73,13 +73,25 @@ export async function migrate(stateDir) {
   });
 }
 
-/** Rows of a read on the local D1 (through `wrangler d1 execute --json`). */
+/**
+ * Rows of a statement on the local D1 (through `wrangler d1 execute --json`). The Workers write the
+ * same SQLite file from their own processes, so a statement may find it locked (`SQLITE_BUSY`; seen
+ * while the ingest consumer retried against an injected fault): such a statement did not run, and
+ * it is tried again, up to 20 times half a second apart.
+ */
 export async function d1(stateDir, sql) {
   const persist = join(stateDir, "persist");
-  const out = await wrangler(
-    ["d1", "execute", "DB", "--local", "--persist-to", persist, "-c", "wrangler.toml", "--json", "--command", sql],
-    { stateDir },
-  );
+  const args = ["d1", "execute", "DB", "--local", "--persist-to", persist, "-c", "wrangler.toml", "--json", "--command", sql];
+  let out;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      out = await wrangler(args, { stateDir });
+      break;
+    } catch (e) {
+      if (attempt >= 20 || !/SQLITE_BUSY|database is locked/.test(e.message)) throw e;
+      await sleep(500);
+    }
+  }
   const start = out.indexOf("[");
   const parsed = JSON.parse(out.slice(start));
   return parsed.flatMap((r) => r.results ?? []);

@@ -16,9 +16,10 @@ use super::step::{self, BucketRow, ReleaseRow, ScriptRow};
 use crate::config::PipelineConfig;
 use crate::event::process_batch_observed;
 use crate::sqlite::{Db, DbError, decode};
+use crate::storage::ingest::IngestPolicy;
 use crate::store::{
     self, EventSample, GatedIncidentRow, SELECT_EXTERNAL_TICKET_CANDIDATES,
-    SELECT_GATED_TICKET_CANDIDATES, SELECT_TICKET_CANDIDATES, SamplePolicy, utc_day,
+    SELECT_GATED_TICKET_CANDIDATES, SELECT_TICKET_CANDIDATES, utc_day,
 };
 
 /// One decision as `selfheal replay` prints it.
@@ -171,7 +172,7 @@ impl Replay {
         self.summary.malformed += counts.malformed;
         self.traffic.add(&observed, &counts, now);
         if !events.is_empty() {
-            let stmts = store::ingest_statements(&events, now, SamplePolicy::default());
+            let stmts = store::ingest_statements(&events, now, IngestPolicy::default());
             self.db.batch(&stmts)?;
         }
         Ok(())

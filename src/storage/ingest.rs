@@ -5,7 +5,7 @@
 //! tail(events) ── scrub, fingerprint ──▶ IngestMessage (JSON text, ≤ MAX_MESSAGE_BYTES)
 //!      │ sendBatch on `selfheal-ingest` (no Queue binding: the same statements straight to D1)
 //!      ▼
-//! queue(batch of ≤ 100 messages) ──▶ apply_statements ──▶ ONE D1 batch (one transaction)
+//! agent-runner queue(batch of ≤ 100 messages) ──▶ apply_statements ──▶ ONE D1 batch (one transaction)
 //!      │ failed: each message alone; a message that still fails is retried with backoff
 //!      ▼ after max_retries
 //! `selfheal-ingest-dlq` ──▶ park_statement (ops_ingest_dead) ──▶ `selfheal ingest replay`
@@ -59,7 +59,9 @@ pub const OVERFLOW_EXCEPTION: &str = "selfheal.overflow";
 /// Normalized message of a script's overflow incident.
 pub const OVERFLOW_MESSAGE: &str = "new incidents past this script's hourly cap fold here (SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR); each sample keeps its own message";
 
-/// What the consumer writes with, from the tail Worker's vars.
+/// What events are written with: by the Queue's consumer from the agent-runner's vars
+/// ([`ConsumerSettings`]), by the tail Worker's direct path from its own
+/// `SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR` ([`crate::store::ingest_statements`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngestPolicy {
     /// Samples kept per incident.
@@ -842,4 +844,279 @@ pub fn replay_statements(
 pub fn backoff_secs(attempts: u32, base: u32, max: u32) -> u32 {
     let exp = attempts.saturating_sub(1).min(20);
     base.saturating_mul(1u32 << exp).min(max)
+}
+
+/// Default name of the ingest Queue: the tail Worker's `INGEST` producer sends on it and the
+/// agent-runner consumes it (`tail-worker/wrangler.toml`, root `wrangler.toml`).
+pub const INGEST_QUEUE: &str = "selfheal-ingest";
+/// Default name of the ingest Queue's dead-letter queue (`dead_letter_queue` of the consumer of
+/// [`INGEST_QUEUE`]), whose consumer parks what it gets ([`park_statement`]).
+pub const INGEST_DLQ: &str = "selfheal-ingest-dlq";
+/// Default name of the fix-jobs Queue (the cron Worker's `FIX_JOBS` producer, the agent-runner's
+/// claim consumer).
+pub const FIX_JOBS_QUEUE: &str = "selfheal-fix-jobs";
+
+/// Which of the agent-runner's consumers a queue batch is for. workers-rs gives a Worker one
+/// `queue` handler for every Queue it consumes; the batch's queue name picks the consumer
+/// ([`ConsumerQueues::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerQueue {
+    /// Fix jobs: claimed once each, within the daily cap.
+    FixJobs,
+    /// Ingest messages: one D1 batch per queue batch, retries with backoff.
+    Ingest,
+    /// Dead-lettered ingest messages: parked in `ops_ingest_dead`.
+    IngestDeadLetter,
+}
+
+/// The names of the Queues the agent-runner consumes, from its vars `SELFHEAL_FIX_JOBS_QUEUE`,
+/// `SELFHEAL_INGEST_QUEUE` and `SELFHEAL_INGEST_DLQ` (unset or blank: [`FIX_JOBS_QUEUE`],
+/// [`INGEST_QUEUE`], [`INGEST_DLQ`], the names in the root `wrangler.toml`). A deployment that
+/// renames a queue in its wrangler config sets the matching var.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerQueues {
+    /// Name of the fix-jobs Queue.
+    pub fix_jobs: String,
+    /// Name of the ingest Queue.
+    pub ingest: String,
+    /// Name of the ingest Queue's dead-letter queue.
+    pub ingest_dlq: String,
+}
+
+impl Default for ConsumerQueues {
+    fn default() -> Self {
+        ConsumerQueues {
+            fix_jobs: FIX_JOBS_QUEUE.into(),
+            ingest: INGEST_QUEUE.into(),
+            ingest_dlq: INGEST_DLQ.into(),
+        }
+    }
+}
+
+/// `var(name)` trimmed, `None` when unset or blank.
+fn set_var(var: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    var(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl ConsumerQueues {
+    /// The names from the Worker's vars (`var` reads one var; see the type's doc for the names).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let d = ConsumerQueues::default();
+        ConsumerQueues {
+            fix_jobs: set_var(&var, "SELFHEAL_FIX_JOBS_QUEUE").unwrap_or(d.fix_jobs),
+            ingest: set_var(&var, "SELFHEAL_INGEST_QUEUE").unwrap_or(d.ingest),
+            ingest_dlq: set_var(&var, "SELFHEAL_INGEST_DLQ").unwrap_or(d.ingest_dlq),
+        }
+    }
+
+    /// The consumer of the batch from queue `name` (exact match); `None` for any other queue (the
+    /// handler logs it and retries the batch: never acked, never lost to a misconfiguration).
+    pub fn route(&self, name: &str) -> Option<ConsumerQueue> {
+        if name == self.fix_jobs {
+            Some(ConsumerQueue::FixJobs)
+        } else if name == self.ingest {
+            Some(ConsumerQueue::Ingest)
+        } else if name == self.ingest_dlq {
+            Some(ConsumerQueue::IngestDeadLetter)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the ingest consumers write with, from the agent-runner's vars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// Samples and flood cap (`SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR`, [`IngestPolicy::from_var`]).
+    pub policy: IngestPolicy,
+    /// Backoff of a failed message, seconds for its first retry, doubling per attempt
+    /// (`SELFHEAL_INGEST_RETRY_BASE_SECS`, default 10).
+    pub retry_base_secs: u32,
+    /// Longest backoff, seconds (`SELFHEAL_INGEST_RETRY_MAX_SECS`, default 900).
+    pub retry_max_secs: u32,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            policy: IngestPolicy::default(),
+            retry_base_secs: 10,
+            retry_max_secs: 900,
+        }
+    }
+}
+
+impl ConsumerSettings {
+    /// The settings from the Worker's vars (`var` reads one var; unset or blank: the default).
+    ///
+    /// # Errors
+    /// A message naming the variable when one is not a whole number ≥ 0.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let d = ConsumerSettings::default();
+        let num = |name: &str, default: u32| match set_var(&var, name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{name}={v:?}: expected a whole number ≥ 0")),
+        };
+        Ok(ConsumerSettings {
+            policy: IngestPolicy::from_var(var("SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR").as_deref())?,
+            retry_base_secs: num("SELFHEAL_INGEST_RETRY_BASE_SECS", d.retry_base_secs)?,
+            retry_max_secs: num("SELFHEAL_INGEST_RETRY_MAX_SECS", d.retry_max_secs)?,
+        })
+    }
+
+    /// Retry delay of a message on its `attempts`-th delivery (1-based), seconds
+    /// ([`backoff_secs`] with these settings).
+    pub fn backoff_secs(&self, attempts: u32) -> u32 {
+        backoff_secs(attempts, self.retry_base_secs, self.retry_max_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| m.get(name).cloned()
+    }
+
+    /// `queue = "…"` of every `[[queues.<kind>]]` table of a wrangler.toml, in order.
+    fn queues(toml: &str, kind: &str) -> Vec<String> {
+        let header = format!("[[queues.{kind}]]");
+        let mut out = Vec::new();
+        let mut inside = false;
+        for line in toml.lines().map(str::trim) {
+            if line.starts_with('[') {
+                inside = line == header;
+            } else if inside && let Some(rest) = line.strip_prefix("queue") {
+                let name = rest.trim_start().trim_start_matches('=').trim();
+                let name = name
+                    .split('#')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches('"');
+                out.push(name.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn default_names_are_the_wrangler_configs_names() {
+        let runner = include_str!("../../wrangler.toml");
+        let tail = include_str!("../../tail-worker/wrangler.toml");
+        let cron = include_str!("../../scheduled/wrangler.toml");
+        let q = ConsumerQueues::from_vars(vars(&[]));
+        let mut consumed = queues(runner, "consumers");
+        consumed.sort();
+        let mut expected = vec![q.fix_jobs.clone(), q.ingest.clone(), q.ingest_dlq.clone()];
+        expected.sort();
+        assert_eq!(
+            consumed, expected,
+            "the agent-runner consumes exactly these"
+        );
+        assert!(
+            runner.contains(&format!("dead_letter_queue = \"{}\"", q.ingest_dlq)),
+            "the ingest consumer dead-letters to the queue parked from"
+        );
+        assert_eq!(queues(tail, "producers"), vec![q.ingest.clone()]);
+        assert!(
+            queues(tail, "consumers").is_empty(),
+            "the tail Worker consumes nothing"
+        );
+        assert_eq!(queues(cron, "producers"), vec![q.fix_jobs.clone()]);
+    }
+
+    /// `NAME = "value"` of a wrangler.toml's `[vars]`, when set there.
+    fn toml_var(toml: &str, name: &str) -> Option<String> {
+        toml.lines().map(str::trim).find_map(|l| {
+            let rest = l.strip_prefix(name)?.trim_start().strip_prefix('=')?;
+            Some(rest.split('#').next()?.trim().trim_matches('"').to_string())
+        })
+    }
+
+    #[test]
+    fn the_tail_and_the_consumer_cap_new_incidents_alike() {
+        // The tail's direct path and the agent-runner's consumer each read their own var.
+        let runner = include_str!("../../wrangler.toml");
+        let tail = include_str!("../../tail-worker/wrangler.toml");
+        let name = "SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR";
+        let (r, t) = (toml_var(runner, name), toml_var(tail, name));
+        assert!(r.is_some(), "{name} in wrangler.toml");
+        assert_eq!(r, t, "{name}: agent-runner and tail Worker");
+        let cap = IngestPolicy::from_var(r.as_deref()).unwrap();
+        assert_eq!(cap, IngestPolicy::default());
+    }
+
+    #[test]
+    fn a_batch_goes_to_the_consumer_of_its_queue_and_no_other() {
+        let q = ConsumerQueues::from_vars(vars(&[]));
+        assert_eq!(q.route("selfheal-fix-jobs"), Some(ConsumerQueue::FixJobs));
+        assert_eq!(q.route("selfheal-ingest"), Some(ConsumerQueue::Ingest));
+        assert_eq!(
+            q.route("selfheal-ingest-dlq"),
+            Some(ConsumerQueue::IngestDeadLetter)
+        );
+        // Exact names: no suffix or prefix rule (the tail's old `ends_with("-dlq")`).
+        assert_eq!(q.route("selfheal-fix-jobs-dlq"), None);
+        assert_eq!(q.route("other-ingest-dlq"), None);
+        assert_eq!(q.route(""), None);
+        assert_eq!(q.route("SELFHEAL-INGEST"), None);
+    }
+
+    #[test]
+    fn queue_names_follow_their_vars() {
+        let q = ConsumerQueues::from_vars(vars(&[
+            ("SELFHEAL_INGEST_QUEUE", " prod-ingest "),
+            ("SELFHEAL_INGEST_DLQ", "prod-ingest-dead"),
+            ("SELFHEAL_FIX_JOBS_QUEUE", ""),
+        ]));
+        assert_eq!(q.route("prod-ingest"), Some(ConsumerQueue::Ingest));
+        assert_eq!(
+            q.route("prod-ingest-dead"),
+            Some(ConsumerQueue::IngestDeadLetter)
+        );
+        assert_eq!(
+            q.route("selfheal-ingest"),
+            None,
+            "renamed: the old name is unknown"
+        );
+        assert_eq!(q.route("selfheal-fix-jobs"), Some(ConsumerQueue::FixJobs));
+    }
+
+    #[test]
+    fn consumer_settings_from_vars() {
+        let d = ConsumerSettings::from_vars(vars(&[])).unwrap();
+        assert_eq!(d, ConsumerSettings::default());
+        assert_eq!(
+            (d.backoff_secs(1), d.backoff_secs(2), d.backoff_secs(8)),
+            (10, 20, 900)
+        );
+        let s = ConsumerSettings::from_vars(vars(&[
+            ("SELFHEAL_INGEST_RETRY_BASE_SECS", "1"),
+            ("SELFHEAL_INGEST_RETRY_MAX_SECS", " 3 "),
+            ("SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(s.policy.max_new_incidents_per_hour, 20);
+        assert_eq!(
+            (s.backoff_secs(1), s.backoff_secs(2), s.backoff_secs(5)),
+            (1, 2, 3)
+        );
+        let e = ConsumerSettings::from_vars(vars(&[("SELFHEAL_INGEST_RETRY_MAX_SECS", "15m")]))
+            .unwrap_err();
+        assert!(e.contains("SELFHEAL_INGEST_RETRY_MAX_SECS"), "{e}");
+        let e = ConsumerSettings::from_vars(vars(&[("SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR", "-1")]))
+            .unwrap_err();
+        assert!(e.contains("SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR"), "{e}");
+    }
 }

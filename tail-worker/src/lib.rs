@@ -6,13 +6,11 @@
 //!   counts, as messages on `INGEST` (one `sendBatch`); one with only healthy items sends nothing
 //!   until the counts are `SELFHEAL_TRAFFIC_FLUSH_SECS` old. Without an `INGEST` binding, with
 //!   `SELFHEAL_INGEST_MODE=direct`, or when the send fails, the same data is written straight to
-//!   D1 in one `batch()` (the write path before the Queue).
-//! - `queue(batch)`: the consumer of `selfheal-ingest` writes **one D1 batch per queue batch**
-//!   (every message's events coalesced); when that fails, each message alone, so a poisonous
-//!   message holds up nobody; a message that still fails is retried with exponential backoff
-//!   (`SELFHEAL_INGEST_RETRY_BASE_SECS`, `SELFHEAL_INGEST_RETRY_MAX_SECS`) and, after the
-//!   consumer's `max_retries`, dead-lettered. The consumer of `selfheal-ingest-dlq` parks those
-//!   in `ops_ingest_dead` for `selfheal ingest replay`.
+//!   D1 in one `batch()` (the write path before the Queue), under this Worker's flood cap
+//!   (`SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR`).
+//! - The consumer of `selfheal-ingest` (one D1 batch per queue batch, retries with backoff,
+//!   dead-letter parking) is the agent-runner's (`src/runner/ingest_queue.rs`): this Worker only
+//!   captures and sends, which keeps its wasm small (issue 9).
 //!
 //! workers-rs has no `#[event(tail)]`, so the handler is a plain wasm-bindgen export named `tail`
 //! (worker-build wires it as the entrypoint's `tail`) and `env` comes from `cloudflare:workers`.
@@ -25,8 +23,8 @@ use std::sync::OnceLock;
 use selfheal::config::PipelineConfig;
 use selfheal::event::process_batch_observed;
 use selfheal::signal::rates::{FlushPolicy, TrafficAggregator, batch_hash};
-use selfheal::storage::ingest::{self, IngestMessage, IngestPolicy, WriteCounts};
-use selfheal::store::{Statement, flush_statements, ingest_statements, utc_day};
+use selfheal::storage::ingest::{self, IngestPolicy};
+use selfheal::store::{flush_statements, ingest_statements, utc_day};
 use selfheal::workers::{self, DB_BINDING, GlueError};
 use wasm_bindgen::prelude::*;
 use worker::{Env, console_error, console_log};
@@ -40,13 +38,13 @@ extern "C" {
 /// Name of the ingest Queue's producer binding.
 const INGEST_BINDING: &str = "INGEST";
 
-/// What the tail and queue handlers are configured with.
+/// What the tail handler is configured with.
 struct Settings {
     pipeline: PipelineConfig,
     flush: FlushPolicy,
+    /// Samples and flood cap of the direct path (`SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR`); the
+    /// Queue's consumer applies the agent-runner's own.
     ingest: IngestPolicy,
-    retry_base_secs: u32,
-    retry_max_secs: u32,
     /// `SELFHEAL_INGEST_MODE=direct`: write D1 from tail() even with an `INGEST` binding.
     direct: bool,
 }
@@ -57,17 +55,6 @@ static CONFIG: OnceLock<Result<Settings, String>> = OnceLock::new();
 thread_local! {
     /// Traffic counted by this isolate since its last write (Wasm here is single-threaded).
     static TRAFFIC: RefCell<TrafficAggregator> = RefCell::new(TrafficAggregator::default());
-}
-
-/// A whole-number var, `default` when unset.
-fn num_var(env: &Env, name: &str, default: u32) -> Result<u32, String> {
-    match workers::var(env, name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}={v:?}: expected a whole number ≥ 0")),
-    }
 }
 
 fn config(env: &Env) -> Result<&'static Settings, GlueError> {
@@ -93,8 +80,6 @@ fn config(env: &Env) -> Result<&'static Settings, GlueError> {
                 pipeline: cfg,
                 flush,
                 ingest,
-                retry_base_secs: num_var(env, "SELFHEAL_INGEST_RETRY_BASE_SECS", 10)?,
-                retry_max_secs: num_var(env, "SELFHEAL_INGEST_RETRY_MAX_SECS", 900)?,
                 direct: match workers::var(env, "SELFHEAL_INGEST_MODE")
                     .as_deref()
                     .map(str::trim)
@@ -197,7 +182,9 @@ async fn handle(env: &Env, events: &js_sys::Array) -> Result<(), GlueError> {
     };
     let direct = sent.is_none();
     if direct {
-        let mut stmts = ingest_statements(&events, now, settings.ingest.sample);
+        // This Worker's flood cap (SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR): the same rule the Queue's
+        // consumer applies with the agent-runner's var.
+        let mut stmts = ingest_statements(&events, now, settings.ingest);
         stmts.extend(flush_statements(&flushes, &utc_day(now), now));
         let db = env.d1(DB_BINDING)?;
         if let Err(e) = workers::batch(&db, &stmts).await {
@@ -262,215 +249,4 @@ async fn send(
             .map_err(js_err)?;
     }
     Ok(n)
-}
-
-/// One message of a queue batch, read through the runtime's `Message` object.
-struct QueueMessage {
-    handle: JsValue,
-    body: Option<String>,
-    attempts: u32,
-}
-
-impl QueueMessage {
-    fn call(&self, method: &str, args: &js_sys::Array) {
-        let f = js_sys::Reflect::get(&self.handle, &JsValue::from_str(method))
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        if let Some(f) = f
-            && let Err(e) = f.apply(&self.handle, args)
-        {
-            console_error!("selfheal queue: message.{method}() failed: {e:?}");
-        }
-    }
-    fn ack(&self) {
-        self.call("ack", &js_sys::Array::new());
-    }
-    fn retry(&self, delay_secs: u32) {
-        let opts = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(
-            &opts,
-            &JsValue::from_str("delaySeconds"),
-            &JsValue::from_f64(f64::from(delay_secs)),
-        );
-        self.call("retry", &js_sys::Array::of1(&opts));
-    }
-}
-
-fn get(v: &JsValue, key: &str) -> JsValue {
-    js_sys::Reflect::get(v, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
-
-/// The `queue(batch)` handler of `selfheal-ingest` and `selfheal-ingest-dlq` (one Worker
-/// consumes both; the batch's `queue` name says which).
-///
-/// Errors (rejected promise: the runtime retries the whole batch): a bad config. Every message is
-/// otherwise acknowledged or retried on its own.
-#[wasm_bindgen]
-pub async fn queue(batch: JsValue) -> Result<(), JsValue> {
-    console_error_panic_hook::set_once();
-    let env: Env = CF_ENV.with(|e| e.clone().unchecked_into());
-    let name = get(&batch, "queue").as_string().unwrap_or_default();
-    let messages: Vec<QueueMessage> = js_sys::Array::from(&get(&batch, "messages"))
-        .iter()
-        .map(|m| QueueMessage {
-            body: get(&m, "body").as_string(),
-            attempts: get(&m, "attempts")
-                .as_f64()
-                .map_or(1, |a| a.max(1.0) as u32),
-            handle: m,
-        })
-        .collect();
-    let result = if name.ends_with("-dlq") {
-        park(&env, &messages).await
-    } else {
-        consume(&env, &messages).await
-    };
-    result.map_err(|e| {
-        console_error!("selfheal queue {name}: {e}");
-        JsValue::from_str(&e.to_string())
-    })
-}
-
-/// Writes a queue batch: all good messages in one D1 batch, else each alone.
-async fn consume(env: &Env, messages: &[QueueMessage]) -> Result<(), GlueError> {
-    let settings = config(env)?;
-    let db = env.d1(DB_BINDING)?;
-    let now = workers::now_ms();
-    let day = utc_day(now);
-    let mut good: Vec<(&QueueMessage, IngestMessage)> = Vec::with_capacity(messages.len());
-    let mut malformed = 0u64;
-    for m in messages {
-        match m.body.as_deref().map(IngestMessage::parse) {
-            Some(Ok(parsed)) => good.push((m, parsed)),
-            Some(Err(e)) => {
-                malformed += 1;
-                console_error!("selfheal queue: skipped a message: {e}");
-                m.ack();
-            }
-            None => {
-                malformed += 1;
-                console_error!("selfheal queue: skipped a message whose body is not text");
-                m.ack();
-            }
-        }
-    }
-    let nonce = || workers::random_uuid().unwrap_or_else(|_| format!("n{now}"));
-    let all: Vec<IngestMessage> = good.iter().map(|(_, p)| p.clone()).collect();
-    let counts = WriteCounts {
-        malformed_messages: malformed,
-        ..Default::default()
-    };
-    let stmts = if all.is_empty() {
-        if malformed == 0 {
-            return Ok(());
-        }
-        vec![ingest::count_write(&day, 1, counts)]
-    } else {
-        ingest::apply_statements(&all, &nonce(), now, &day, settings.ingest, counts)
-    };
-    let first_error = match workers::batch(&db, &stmts).await {
-        Ok(_) => {
-            for (m, _) in &good {
-                m.ack();
-            }
-            return Ok(());
-        }
-        Err(e) => e,
-    };
-    if good.len() == 1 {
-        retry(settings, good[0].0, &first_error.to_string());
-        count_retried(&db, &day, 1).await;
-        return Ok(());
-    }
-    // Each message alone, so one that always fails (a poisonous message) holds up nobody. Two
-    // failures in a row with no success means D1 itself is failing: the rest wait for a retry.
-    let mut failures_in_a_row = 0;
-    let mut retried = 0;
-    for (m, parsed) in &good {
-        if failures_in_a_row >= 2 {
-            retry(
-                settings,
-                m,
-                "not tried: D1 failed for the messages before it",
-            );
-            retried += 1;
-            continue;
-        }
-        let stmts: Vec<Statement> = ingest::apply_statements(
-            std::slice::from_ref(parsed),
-            &nonce(),
-            now,
-            &day,
-            settings.ingest,
-            WriteCounts::default(),
-        );
-        match workers::batch(&db, &stmts).await {
-            Ok(_) => {
-                failures_in_a_row = 0;
-                m.ack();
-            }
-            Err(e) => {
-                failures_in_a_row += 1;
-                retried += 1;
-                retry(settings, m, &e.to_string());
-            }
-        }
-    }
-    count_retried(&db, &day, retried).await;
-    Ok(())
-}
-
-/// Best-effort count of retried messages (D1 may be the reason they were retried).
-async fn count_retried(db: &worker::D1Database, day: &str, n: u64) {
-    if n > 0
-        && workers::batch(db, &[ingest::count_retried(day, n)])
-            .await
-            .is_err()
-    {
-        console_error!("selfheal queue: {n} retried message(s) not counted (D1 failed)");
-    }
-}
-
-fn retry(settings: &Settings, m: &QueueMessage, why: &str) {
-    let delay = ingest::backoff_secs(
-        m.attempts,
-        settings.retry_base_secs,
-        settings.retry_max_secs,
-    );
-    console_error!(
-        "selfheal queue: message retried in {delay} s (attempt {}): {why}",
-        m.attempts
-    );
-    m.retry(delay);
-}
-
-/// Parks dead-lettered messages in `ops_ingest_dead` (one D1 batch); retried when D1 fails.
-async fn park(env: &Env, messages: &[QueueMessage]) -> Result<(), GlueError> {
-    let settings = config(env)?;
-    let now = workers::now_ms();
-    let mut stmts: Vec<Statement> = messages
-        .iter()
-        .map(|m| {
-            ingest::park_statement(
-                m.body.as_deref().unwrap_or("(body not text)"),
-                m.attempts,
-                "dead-lettered after the ingest consumer's max_retries",
-                now,
-            )
-        })
-        .collect();
-    if stmts.is_empty() {
-        return Ok(());
-    }
-    stmts.push(ingest::count_dead(&utc_day(now), messages.len() as u64));
-    let db = env.d1(DB_BINDING)?;
-    match workers::batch(&db, &stmts).await {
-        Ok(_) => messages.iter().for_each(QueueMessage::ack),
-        Err(e) => {
-            for m in messages {
-                retry(settings, m, &e.to_string());
-            }
-        }
-    }
-    Ok(())
 }

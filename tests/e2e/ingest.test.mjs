@@ -1,7 +1,9 @@
 // The ingest write path under faults, end to end in the real runtime: the tail Worker's tail()
-// sends sanitized events on the local `selfheal-ingest` Queue, its queue() consumer writes one D1
-// batch per queue batch, retries with backoff, dead-letters, and the dead-letter consumer parks
-// messages for `selfheal ingest replay`.
+// sends sanitized events on the local `selfheal-ingest` Queue; the agent-runner's queue() consumer
+// (src/runner/ingest_queue.rs) writes one D1 batch per queue batch, retries with backoff,
+// dead-letters, and its dead-letter consumer parks messages for `selfheal ingest replay`. So the
+// consumer's settings (backoff, flood cap) are the runner's vars, and its D1 errors are in
+// runner.log; the tail's log says what it sent.
 //
 // How faults are injected locally: D1 itself is made to fail with a trigger created through
 // `wrangler d1 execute --local` on the same database the Workers use
@@ -44,6 +46,7 @@ const errors = (script, n, kinds, marker = "") =>
     }),
   );
 const tailLog = () => readFileSync(join(stack.logs, "tail.log"), "utf8");
+const runnerLog = () => readFileSync(join(stack.logs, "runner.log"), "utf8");
 const cli = (args) =>
   execFileSync(BIN, args, {
     env: { ...process.env, SELFHEAL_API_URL: stack.urls.runner, SELFHEAL_API_TOKEN: LOCAL_API_TOKEN },
@@ -55,8 +58,9 @@ describe("the ingest Queue under faults", { timeout: 300_000 }, () => {
     stack = await startStack({
       stateDir,
       extra: { replayer: "tests/e2e/replayer/wrangler.toml" },
-      // Backoff of 1 s so the retries of a test fit in seconds (production: 10 s doubling).
-      tailVars: {
+      // The consumer is the agent-runner's: backoff of 1 s so the retries of a test fit in seconds
+      // (production: 10 s doubling), and the flood cap of the last tests.
+      runnerVars: {
         SELFHEAL_INGEST_RETRY_BASE_SECS: "1",
         SELFHEAL_INGEST_RETRY_MAX_SECS: "1",
         SELFHEAL_MAX_NEW_INCIDENTS_PER_HOUR: String(CAP),
@@ -84,7 +88,7 @@ describe("the ingest Queue under faults", { timeout: 300_000 }, () => {
     const items = errors("q-outage", 30, 3);
     try {
       await post("/tail-each", items);
-      await until(async () => /injected fault/.test(tailLog()), "a failed D1 write in the log", { timeoutMs: 20_000 });
+      await until(async () => /injected fault/.test(runnerLog()), "a failed D1 write in the consumer's log", { timeoutMs: 20_000 });
       await new Promise((r) => setTimeout(r, 2500)); // a few retries while D1 still fails
       assert.equal(await occurrences("q-outage"), 0, "nothing lands while D1 fails");
     } finally {
