@@ -533,7 +533,10 @@ const fn biases() -> [u64; 2] {
     out
 }
 
-static STEP: [Step; 256] = step_table();
+/// Built on first use rather than at compile time: as a `static` the table is 14 KB of the
+/// tail's wasm data (about 1 KB of its gzip), while the code that builds it is a few hundred
+/// bytes and runs once per isolate, in microseconds.
+static STEP: std::sync::LazyLock<[Step; 256]> = std::sync::LazyLock::new(step_table);
 const BIAS: [u64; 2] = biases();
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
@@ -556,10 +559,11 @@ pub fn scan_all(text: &[u8]) -> (ScanSet, Stats) {
     let (mut up_hist, mut dig_hist) = (0u8, 0u8);
     let b64_high = 0x80u64 << (8 * (L_B64 - 8));
     // byte counts in eight-bit lanes (the `Stats` slots), added into `counts` every 255 bytes
+    let table: &[Step; 256] = &STEP;
     for chunk in text.chunks(255) {
         let mut lanes = [0u64; 2];
         for &b in chunk {
-            let Some(step) = STEP.get(usize::from(b)) else {
+            let Some(step) = table.get(usize::from(b)) else {
                 continue;
             };
             lanes[0] += step.count[0];
