@@ -89,6 +89,30 @@ fn scalar(db: &Db, sql: &str) -> i64 {
 }
 
 /// Figures that must not move under redelivery.
+/// Asserts that script `api` kept `kept` incidents of its own and that `overflowed` events past the
+/// flood cap counted on its overflow incident; returns that incident's fingerprint.
+fn assert_capped(db: &Db, kept: i64, overflowed: i64) -> String {
+    let overflow_fp = ingest::overflow_components("api").fingerprint();
+    assert_eq!(
+        scalar(
+            db,
+            "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
+        ),
+        kept
+    );
+    assert_eq!(
+        scalar(
+            db,
+            &format!(
+                "SELECT occurrence_count FROM ops_incidents WHERE fingerprint = '{overflow_fp}'"
+            )
+        ),
+        overflowed,
+        "the {overflowed} events past the cap count on the overflow incident"
+    );
+    overflow_fp
+}
+
 fn counts(db: &Db) -> [i64; 6] {
     [
         scalar(db, "SELECT count(*) FROM ops_incidents"),
@@ -217,24 +241,7 @@ fn the_flood_cap_folds_new_fingerprints_past_it_into_one_overflow_incident() {
     let msgs = deliveries(&events, 1);
     apply(&mut db, &msgs[..30], "a", policy);
     apply(&mut db, &msgs[30..], "b", policy);
-    let overflow_fp = ingest::overflow_components("api").fingerprint();
-    assert_eq!(
-        scalar(
-            &db,
-            "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
-        ),
-        50
-    );
-    assert_eq!(
-        scalar(
-            &db,
-            &format!(
-                "SELECT occurrence_count FROM ops_incidents WHERE fingerprint = '{overflow_fp}'"
-            )
-        ),
-        30,
-        "the 30 events past the cap count on the overflow incident"
-    );
+    let overflow_fp = assert_capped(&db, 50, 30);
     assert_eq!(
         scalar(
             &db,
@@ -305,24 +312,7 @@ fn the_direct_path_applies_the_configured_flood_cap() {
         db.batch(&store::ingest_statements(chunk, NOW, policy))
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    let overflow_fp = ingest::overflow_components("api").fingerprint();
-    assert_eq!(
-        scalar(
-            &db,
-            "SELECT count(*) FROM ops_incidents WHERE script_name = 'api' AND exception_type <> 'selfheal.overflow'"
-        ),
-        20
-    );
-    assert_eq!(
-        scalar(
-            &db,
-            &format!(
-                "SELECT occurrence_count FROM ops_incidents WHERE fingerprint = '{overflow_fp}'"
-            )
-        ),
-        15,
-        "the 15 events past the cap count on the overflow incident"
-    );
+    assert_capped(&db, 20, 15);
     // The default (unset var) is the Queue consumer's default: 50, so all 35 stand alone.
     let mut db = Db::memory().expect("db");
     let default = IngestPolicy::from_var(None).expect("the default");
