@@ -24,7 +24,7 @@ cd "$dir"
 worker-build --release "${extra[@]}"
 # The tail Worker has a size budget (issue 9: <= 400 KB gzip -9). worker-build runs `wasm-opt -O`
 # once; running the same speed level again until it stops shrinking (`--converge`) takes ~1 KB
-# more off the gzip (measured: 400,445 -> 399,523 bytes) and ~20 s. Same features and names
+# more off the gzip (measured: 400,445 -> 399,529 bytes) and ~20 s. Same features and names
 # section as worker-build's own run (worker-build 0.8.7, src/build/mod.rs step_run_wasm_opt).
 if [ "$name" = tail-worker ]; then
   "$WASM_OPT_BIN" "$out" -o "$out.converge" -O --converge --debuginfo \

@@ -4,7 +4,7 @@
 //! Cost model (what a fresh isolate and every text pay):
 //! 1. One Aho-Corasick pass over the text with the keywords of every rule (ASCII
 //!    case-insensitive; built once per isolate, well under a millisecond), plus the byte-class
-//!    [`super::Scan`]s of the rules that have no literal. This is gitleaks' keyword prefilter.
+//!    checks ([`super::prefilter::ScanKind`], one fused pass) of the rules that have no literal. This is gitleaks' keyword prefilter.
 //!    Clean text usually stops here.
 //! 2. Only the rules whose gate said yes run their own regex (with captures) and validator; a
 //!    rule's regex is compiled the first time its gate says yes, so an isolate pays only for the

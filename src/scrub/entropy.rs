@@ -29,7 +29,7 @@ pub const SAFE_ID_PREFIXES: &[&str] = &[
 ];
 
 /// Bytes that make up a token: base64 (`+ / =`), base64url (`- _`) and alphanumerics.
-pub fn is_token_byte(b: u8) -> bool {
+pub const fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
 }
 

@@ -132,13 +132,6 @@ pub type Check = fn(&str, &regex::Captures, (usize, usize)) -> Option<Hit>;
 /// Pushes the accepted spans of `text` (byte offsets, on char boundaries) to the vector.
 pub type Finder = fn(&str, &mut Vec<Hit>);
 
-/// A byte-level pre-check on the text and its byte counts ([`prefilter::Stats`], one pass per
-/// text): true when the rule's pattern can possibly match (it may say true when it cannot; it
-/// must never say false when it can). Each first looks at the counts, then stops at its first
-/// evidence. These are the definitions; a rule names its check by [`prefilter::ScanKind`], and
-/// the gate answers every kind in one fused pass ([`prefilter::scan_all`]).
-pub type Scan = fn(&[u8], &prefilter::Stats) -> bool;
-
 /// One scrubbing rule, declared as data (see [`rules::RULES`]).
 ///
 /// Gate (what decides whether the rule runs at all on a text, before its regex is even
@@ -160,8 +153,7 @@ pub struct RuleSpec {
     pub check: Option<Check>,
     /// Literals of which at least one occurs in every match (ASCII case-insensitive).
     pub keywords: &'static [&'static str],
-    /// Byte-class pre-check (digit runs, `://` and `@`, …), see [`Scan`] and
-    /// [`prefilter::ScanKind`].
+    /// Byte-class pre-check (digit runs, `://` and `@`, …), see [`prefilter::ScanKind`].
     pub scan: Option<prefilter::ScanKind>,
     /// Code instead of a pattern, see [`Finder`].
     pub find: Option<Finder>,

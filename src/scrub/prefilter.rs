@@ -1,4 +1,4 @@
-//! Byte-level pre-checks ([`super::Scan`]) for the rules whose matches have no literal in common:
+//! Byte-level pre-checks ([`ScanKind`]) for the rules whose matches have no literal in common:
 //! each answers "can this rule's pattern match anywhere in the text?" with a single linear pass
 //! over the bytes and no allocation. A false "yes" only costs a regex search; a false "no" would
 //! lose a match, so each check is a necessary condition of what its rule accepts (stated on the
@@ -272,7 +272,9 @@ pub fn token_run(text: &[u8], min: usize) -> bool {
 }
 
 /// The byte-class pre-checks of the rule table, by name: what a rule's `scan` names
-/// ([`super::RuleSpec::scan`]). [`ScanKind::check`] is each check on its own (the reference, one
+/// ([`super::RuleSpec::scan`]). Each is true when the rule's pattern can possibly match (it may
+/// say true when it cannot; it must never say false when it can); the per-kind functions first
+/// look at the byte counts ([`Stats`]), then stop at their first evidence. [`ScanKind::check`] is each check on its own (the reference, one
 /// or more passes over the text); [`scan_all`] answers every kind at once in a single pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanKind {
@@ -359,7 +361,7 @@ const K_MAC_COLON: u16 = 1 << 5; // hex ':'
 const K_MAC_DASH: u16 = 1 << 6; // hex '-'
 const K_MAC_DOT: u16 = 1 << 7; // hex '.'
 const K_LHEX: u16 = 1 << 8; // 0-9 a-f                (Twilio runs)
-const K_TOKEN: u16 = 1 << 9; // entropy::is_token_byte
+const K_TOKEN: u16 = 1 << 9; // entropy::is_token_byte   (token runs)
 const K_B64: u16 = 1 << 10; // alnum '+' '/'          (padded base64 runs)
 const K_UPPER: u16 = 1 << 11; // A-Z
 
@@ -391,7 +393,7 @@ const fn classes(b: u8) -> u16 {
     if digit || matches!(b, b'a'..=b'f') {
         k |= K_LHEX;
     }
-    if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-') {
+    if super::entropy::is_token_byte(b) {
         k |= K_TOKEN;
     }
     if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/') {
