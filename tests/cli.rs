@@ -105,6 +105,47 @@ fn normalize_matches_the_library() {
     assert_eq!(out[0]["normalized"], "user <int> failed at <ip>");
 }
 
+/// `normalize` writes its line without building a `Value`: the bytes must still be valid JSON
+/// that round-trips the library's output, through escapes in and out, error lines, CRLF and a
+/// last line without its newline.
+#[test]
+fn normalize_escapes_errors_and_line_ends() {
+    let tricky = "say \"hi\"\tto C:\\Users\\x — \u{1F600} \u{7} at 10:00:01 it\"s a\\b";
+    let mut input = format!("{}\r\n", json!({ "message": tricky })).into_bytes();
+    input.extend_from_slice(b"not json\n\n{\"text\": \"wrong field\"}\n\xff\xfe\n");
+    input.extend_from_slice(json!({ "message": "last 42" }).to_string().as_bytes());
+    let out = lines(&run(&["normalize"], &input));
+    assert_eq!(out.len(), 6, "{out:?}");
+    assert_eq!(out[0], json!({ "normalized": normalize_message(tricky) }));
+    // a quote and a backslash the normalizer keeps: the output had to escape them
+    assert!(
+        out[0]["normalized"]
+            .as_str()
+            .expect("normalized")
+            .ends_with("it\"s a\\b")
+    );
+    assert!(
+        out[1]["error"]
+            .as_str()
+            .expect("error")
+            .contains("invalid JSON")
+    );
+    assert!(
+        out[2]["error"]
+            .as_str()
+            .expect("error")
+            .contains("invalid JSON")
+    );
+    assert!(
+        out[3]["error"]
+            .as_str()
+            .expect("error")
+            .contains("\"message\"")
+    );
+    assert!(out[4]["error"].as_str().expect("error").contains("UTF-8"));
+    assert_eq!(out[5], json!({ "normalized": "last <int>" }));
+}
+
 #[test]
 fn fingerprint_matches_the_tail_pipeline() {
     let all: Value =

@@ -769,27 +769,52 @@ fn fix(a: FixArgs) -> Result<ExitCode, String> {
     )
 }
 
-/// Applies `f` to every stdin line, writing one output line each. I/O errors end the run.
-fn each_line(mut f: impl FnMut(&str) -> Value) -> std::io::Result<()> {
-    let stdin = std::io::stdin().lock();
+/// Applies `f` to every stdin line: `f` writes that line's one JSON output, without the newline,
+/// into the buffer it is given (cleared for each line). The input line and the output buffer are
+/// reused from line to line, so a run allocates only what `f` itself does. I/O errors end the run.
+fn each_line(mut f: impl FnMut(&str, &mut Vec<u8>)) -> std::io::Result<()> {
+    let mut stdin = std::io::stdin().lock();
     let interactive = std::io::stdin().is_terminal();
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    for line in stdin.split(b'\n') {
-        let mut line = line?;
+    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut line = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        line.clear();
+        if stdin.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        let value = match std::str::from_utf8(&line) {
-            Ok(text) => f(text),
-            Err(e) => json!({ "error": format!("line is not UTF-8: {e}") }),
-        };
-        serde_json::to_writer(&mut out, &value)?;
-        out.write_all(b"\n")?;
+        buf.clear();
+        match std::str::from_utf8(&line) {
+            Ok(text) => f(text, &mut buf),
+            Err(e) => write_value(
+                &mut buf,
+                &json!({ "error": format!("line is not UTF-8: {e}") }),
+            ),
+        }
+        buf.push(b'\n');
+        out.write_all(&buf)?;
         if interactive {
             out.flush()?;
         }
     }
     out.flush()
+}
+
+/// Appends `v` as compact JSON. Serializing a `Value` into memory cannot fail (its keys are
+/// strings and the writer is a `Vec`); should it ever, the line says so instead of being empty.
+fn write_value(buf: &mut Vec<u8>, v: &impl serde::Serialize) {
+    let start = buf.len();
+    if let Err(e) = serde_json::to_writer(&mut *buf, v) {
+        buf.truncate(start);
+        let msg = json!({ "error": format!("could not write the result: {e}") });
+        buf.extend_from_slice(msg.to_string().as_bytes());
+    }
 }
 
 /// The string field `key` of a JSON object line, or the error value to print.
@@ -818,16 +843,21 @@ struct MessageLine<'a> {
     message: std::borrow::Cow<'a, str>,
 }
 
-fn normalize(line: &str) -> Value {
+/// One output line of `normalize`: `{"normalized":"…"}`, written straight into `out` (the same
+/// bytes as serializing `json!({"normalized": …})`, without building the `Value`).
+fn normalize(line: &str, out: &mut Vec<u8>) {
     // Fast path: an object with a string `message` (the usual line). Anything else (invalid
     // JSON, another shape, a duplicate key) takes the general path, which words the errors.
-    if let Ok(m) = serde_json::from_str::<MessageLine>(line) {
-        return json!({ "normalized": normalize_message(&m.message) });
-    }
-    match string_field(line, "message") {
-        Ok(m) => json!({ "normalized": normalize_message(&m) }),
-        Err(e) => e,
-    }
+    let normalized = match serde_json::from_str::<MessageLine>(line) {
+        Ok(m) => normalize_message(&m.message),
+        Err(_) => match string_field(line, "message") {
+            Ok(m) => normalize_message(&m),
+            Err(e) => return write_value(out, &e),
+        },
+    };
+    out.extend_from_slice(br#"{"normalized":"#);
+    write_value(out, &normalized);
+    out.push(b'}');
 }
 
 fn fingerprint(line: &str, cfg: &PipelineConfig, now_ms: i64) -> Value {
@@ -914,13 +944,13 @@ fn now_ms() -> i64 {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     let io = |e: std::io::Error| format!("I/O error: {e}");
     match cli.command {
-        Command::Scrub => each_line(scrub).map_err(io)?,
+        Command::Scrub => each_line(|line, out| write_value(out, &scrub(line))).map_err(io)?,
         Command::Normalize => each_line(normalize).map_err(io)?,
         Command::Group { stats } => return group(stats).map_err(io),
         Command::Fingerprint { pipeline } => {
             let cfg = pipeline.config()?;
             let now = now_ms();
-            each_line(|line| fingerprint(line, &cfg, now)).map_err(io)?;
+            each_line(|line, out| write_value(out, &fingerprint(line, &cfg, now))).map_err(io)?;
         }
         Command::Fix(args) => return fix(*args),
         Command::GateReport { api, json } => {
