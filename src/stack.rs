@@ -118,9 +118,9 @@ static RUST_HASHES: LazyLock<Option<Regex>> = LazyLock::new(|| {
 static FF_EVAL: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
         r"(?x)
-        \x20line\x20(\d+)              # the line in the outer file
-        (?:\x20>\x20eval\x20line\x20\d+)*   # nested evals
-        \x20>\x20eval:\d+:\d+          # position inside the innermost eval
+        \x20line\x20([0-9]+)              # the line in the outer file
+        (?:\x20>\x20eval\x20line\x20[0-9]+)*   # nested evals
+        \x20>\x20eval:[0-9]+:[0-9]+          # position inside the innermost eval
         ",
     )
     .ok()
