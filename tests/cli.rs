@@ -33,6 +33,14 @@ fn lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// An output line that is `{"error": …}` naming `what`.
+fn assert_error(line: &Value, what: &str) {
+    let e = line["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error line: {line}"));
+    assert!(e.contains(what), "{e:?} does not name {what:?}");
+}
+
 #[test]
 fn scrub_one_line_out_per_line_in_and_errors_do_not_stop_the_run() {
     let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
@@ -66,19 +74,9 @@ fn scrub_one_line_out_per_line_in_and_errors_do_not_stop_the_run() {
         );
         assert!(text[s..e].starts_with("[redacted:"), "{r} in {text}");
     }
-    assert!(
-        out[1]["error"]
-            .as_str()
-            .expect("error")
-            .contains("invalid JSON")
-    );
-    assert!(
-        out[2]["error"]
-            .as_str()
-            .expect("error")
-            .contains("\"text\"")
-    );
-    assert!(out[3]["error"].as_str().expect("error").contains("UTF-8"));
+    assert_error(&out[1], "invalid JSON");
+    assert_error(&out[2], "\"text\"");
+    assert_error(&out[3], "UTF-8");
     assert_eq!(
         out[4],
         json!({"text": "nothing secret here", "remarks": []})
@@ -124,25 +122,10 @@ fn normalize_escapes_errors_and_line_ends() {
             .expect("normalized")
             .ends_with("it\"s a\\b")
     );
-    assert!(
-        out[1]["error"]
-            .as_str()
-            .expect("error")
-            .contains("invalid JSON")
-    );
-    assert!(
-        out[2]["error"]
-            .as_str()
-            .expect("error")
-            .contains("invalid JSON")
-    );
-    assert!(
-        out[3]["error"]
-            .as_str()
-            .expect("error")
-            .contains("\"message\"")
-    );
-    assert!(out[4]["error"].as_str().expect("error").contains("UTF-8"));
+    assert_error(&out[1], "invalid JSON");
+    assert_error(&out[2], "invalid JSON");
+    assert_error(&out[3], "\"message\"");
+    assert_error(&out[4], "UTF-8");
     assert_eq!(out[5], json!({ "normalized": "last <int>" }));
 }
 
