@@ -806,8 +806,8 @@ fn each_line(mut f: impl FnMut(&str, &mut Vec<u8>)) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Appends `v` as compact JSON. Serializing a `Value` into memory cannot fail (its keys are
-/// strings and the writer is a `Vec`); should it ever, the line says so instead of being empty.
+/// Appends `v` as compact JSON. Serializing what the commands write (a `Value`, a `String`) into
+/// a `Vec` cannot fail; should it ever, the JSON written there says so instead of being cut off.
 fn write_value(buf: &mut Vec<u8>, v: &impl serde::Serialize) {
     let start = buf.len();
     if let Err(e) = serde_json::to_writer(&mut *buf, v) {
