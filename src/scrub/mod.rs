@@ -38,7 +38,7 @@ pub mod rules;
 mod structured;
 pub mod validate;
 
-pub use engine::{compile_rules, gated_rules, scrub_spans};
+pub use engine::{compile_rules, gated_rules, rule_regex_for, scrub_spans};
 pub use structured::{
     HEADER_ALLOW_LIST, MAX_HEADERS, MAX_JSON_DEPTH, QUERY_SENSITIVE_KEYS, benign_query_value,
     cf_location, scrub_cf, scrub_headers, scrub_json, scrub_url,
@@ -126,7 +126,7 @@ pub struct Hit {
 }
 
 /// A validator: (whole text, captures, candidate span) -> accepted hit or rejection.
-pub type Check = fn(&str, &regex::Captures, (usize, usize)) -> Option<Hit>;
+pub type Check = fn(&str, &regex_automata::util::captures::Captures, (usize, usize)) -> Option<Hit>;
 
 /// A finder: a rule implemented in code instead of a pattern (the high-entropy token scan).
 /// Pushes the accepted spans of `text` (byte offsets, on char boundaries) to the vector.

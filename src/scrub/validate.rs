@@ -3,7 +3,7 @@
 //!
 //! Every function here works on `&str` with `get`/`chars`, never indexing that can panic.
 
-use regex::Captures;
+use regex_automata::util::captures::Captures;
 
 use super::Hit;
 
@@ -542,27 +542,31 @@ const AUTH_SCHEMES: &[&str] = &[
 /// The key=value rule: the key must be a whole identifier that [`classify_key`] accepts, and the
 /// value must not be a placeholder. The kind comes from the key.
 pub(crate) fn secret_kv(text: &str, c: &Captures, span: (usize, usize)) -> Option<Hit> {
-    let key = ["k", "k2", "k3", "k4", "k5", "k6", "k7"]
+    let has = |n: &str| c.get_group_by_name(n).is_some();
+    let key_span = ["k", "k2", "k3", "k4", "k5", "k6", "k7"]
         .iter()
-        .find_map(|n| c.name(n))?;
-    if c.name("k3").is_some() && key.as_str().chars().count() > 64 {
+        .find_map(|n| c.get_group_by_name(n))?;
+    let key = text.get(key_span.range())?;
+    // the quoted, tagged, parenthesised and flag keys are at most 64 chars (checked here, not by
+    // a counted repetition in the pattern: see `@secret_kv`)
+    if ["k3", "k4", "k5", "k6", "k7"].iter().any(|n| has(n)) && key.chars().count() > 64 {
         return None;
     }
     // the key starts at an identifier boundary (no `bypass` -> `ypass` on a retry); a CLI
     // flag's key starts after its `--`
-    let flag = c.name("k7").is_some();
+    let flag = has("k7");
     if !flag
-        && char_before(text, key.start()).is_some_and(|ch| is_word(ch) || ch == '-' || ch == '.')
+        && char_before(text, key_span.start).is_some_and(|ch| is_word(ch) || ch == '-' || ch == '.')
     {
         return None;
     }
-    if char_at(text, key.end()).is_some_and(is_word) {
+    if char_at(text, key_span.end).is_some_and(is_word) {
         return None;
     }
-    let class = classify_key(key.as_str())?;
+    let class = classify_key(key)?;
     let (mut start, mut end) = span;
     let raw = text.get(start..end)?;
-    let bare = c.name("s5").is_some() || c.name("s12").is_some();
+    let bare = has("s5") || has("s12");
     let quoted = !bare;
     let value = if quoted {
         raw
@@ -570,7 +574,7 @@ pub(crate) fn secret_kv(text: &str, c: &Captures, span: (usize, usize)) -> Optio
         trim_unbalanced_closers(raw)
     };
     end = start + value.len();
-    if c.name("s5").is_some() && value.len() == raw.len() {
+    if has("s5") && value.len() == raw.len() {
         // form syntax: `password=tr0ub&dor&user=x` — an `&` followed by a component without
         // `=` cannot start a new field, so it is still the value
         end = extend_over_ampersands(text, end);
@@ -964,7 +968,7 @@ pub(crate) fn home_user(text: &str, c: &Captures, span: (usize, usize)) -> Optio
     if name.chars().count() > 64 {
         return None;
     }
-    let whole = c.get(0)?;
+    let whole = c.get_match()?;
     if char_before(text, whole.start())
         .is_some_and(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_' | '%'))
     {
