@@ -4,13 +4,19 @@
 //! the same process: one precompiled single-pattern regex (an email pattern) scanning the same text,
 //! the cheapest a regex scrubber can be; and the time of one call on hostile 16 KB inputs (bounded
 //! work: each must stay in milliseconds).
+//!
+//! Per rule (`rule_costs`): the compile time of its regex with and without the meta engine's
+//! automatic literal prefilter, and the search time on the distinct replay-corpus texts its gate
+//! lets through, both ways in the same process: the measurement behind the engine's
+//! `NO_LITERAL_PREFILTER` list.
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use regex_automata::{Input, meta};
 use selfheal::scrub::prefilter::{ScanKind, Stats, scan_all};
 use selfheal::scrub::rules::RULES;
-use selfheal::scrub::{gated_rules, scrub_text};
+use selfheal::scrub::{gated_rules, rule_regex_for, scrub_text};
 use serde_json::Value;
 
 #[path = "../benches/support/corpus.rs"]
@@ -85,6 +91,7 @@ fn main() {
     );
 
     gate_passes(&texts);
+    rule_costs(&texts);
 
     println!("\nhostile input     bytes       ms  remarks");
     let cases: Vec<(&str, String)> = vec![
@@ -154,4 +161,100 @@ fn gate_passes(texts: &[String]) {
             a / b
         );
     }
+}
+
+/// Median of 9 timings of `f`, in µs.
+fn median_us(mut f: impl FnMut()) -> f64 {
+    let mut ts: Vec<f64> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    ts.sort_by(f64::total_cmp);
+    ts[ts.len() / 2]
+}
+
+/// Every match of `re` in `text` with captures, as the engine searches (one `Captures` reused).
+fn count_matches(
+    re: &meta::Regex,
+    caps: &mut regex_automata::util::captures::Captures,
+    text: &str,
+) -> usize {
+    let (mut n, mut at) = (0, 0);
+    while at <= text.len() {
+        re.search_captures(&Input::new(text).span(at..text.len()), caps);
+        let Some(m) = caps.get_match() else { break };
+        n += 1;
+        at = if m.end() > m.start() {
+            m.end()
+        } else {
+            m.end() + 1
+        };
+    }
+    n
+}
+
+/// Per rule with a pattern: compile µs with the literal prefilter and without it (median of 9),
+/// and ns per text searching the distinct texts its gate lets through, both ways; `*` marks the
+/// rules the engine builds without it (`rule_regex_for`). Rules that share an id (the pieces of
+/// `@vendor_token`) share their text count: `gated_rules` names rules by id.
+fn rule_costs(texts: &[String]) {
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&String> = texts.iter().filter(|t| seen.insert(t.as_str())).collect();
+    let gates: Vec<Vec<&str>> = distinct.iter().map(|t| gated_rules(t)).collect();
+    println!(
+        "\nper rule, on the {} distinct strings   compile us: prefilter / none   texts   search ns/text: prefilter / none",
+        distinct.len()
+    );
+    let build = |pattern: &str, prefilter: bool| {
+        meta::Builder::new()
+            .configure(meta::Config::new().auto_prefilter(prefilter))
+            .build(pattern)
+            .ok()
+    };
+    let (mut total_with, mut total_without, mut total_shipped) = (0.0, 0.0, 0.0);
+    for rule in RULES.iter().filter(|r| !r.pattern.is_empty()) {
+        let (Some(with), Some(without)) = (build(rule.pattern, true), build(rule.pattern, false))
+        else {
+            continue;
+        };
+        let c_with = median_us(|| drop(black_box(build(rule.pattern, true))));
+        let c_without = median_us(|| drop(black_box(build(rule.pattern, false))));
+        let shipped_off =
+            rule_regex_for(rule).is_some_and(|re| !re.get_config().get_auto_prefilter());
+        total_with += c_with;
+        total_without += c_without;
+        total_shipped += if shipped_off { c_without } else { c_with };
+        let mine: Vec<&str> = distinct
+            .iter()
+            .zip(&gates)
+            .filter(|(_, g)| g.contains(&rule.id))
+            .map(|(t, _)| t.as_str())
+            .collect();
+        let mut caps = with.create_captures();
+        let search = |re: &meta::Regex, caps: &mut _| {
+            median_us(|| {
+                black_box(
+                    mine.iter()
+                        .map(|t| count_matches(re, caps, t))
+                        .sum::<usize>(),
+                );
+            }) * 1e3
+                / mine.len().max(1) as f64
+        };
+        let s_with = search(&with, &mut caps);
+        let mut caps = without.create_captures();
+        let s_without = search(&without, &mut caps);
+        println!(
+            "  {:<22}{} {c_with:>8.0} / {c_without:<8.0} {:>7} {s_with:>10.0} / {s_without:.0}",
+            rule.id,
+            if shipped_off { '*' } else { ' ' },
+            mine.len()
+        );
+    }
+    println!(
+        "  every rule's compile: {total_with:.0} us with the prefilter, {total_without:.0} without, {total_shipped:.0} as shipped"
+    );
 }
