@@ -211,19 +211,11 @@ fn next_boundary(text: &str, mut i: usize) -> usize {
 }
 
 fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mut Vec<Candidate>) {
-    let mut pos = 0;
-    let mut restarts = 0;
-    let mut restarted_bytes = 0;
-    let filler = super::validate::filler_checked(spec.id);
     let mut caps = re.create_captures();
-    while pos <= text.len() {
+    let mut next = |pos: usize| {
         re.search_captures(&Input::new(text).span(pos..text.len()), &mut caps);
-        let Some(whole) = caps.get_match() else {
-            break;
-        };
-        let Some(span) = secret_span(re, &caps) else {
-            break;
-        };
+        let whole = caps.get_match()?;
+        let span = secret_span(re, &caps)?;
         let checked = match spec.check {
             Some(check) => check(text, &caps, span),
             None => Some(super::Hit {
@@ -232,10 +224,60 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
                 refine: None,
             }),
         };
-        let past = if whole.end() > whole.start() {
-            whole.end()
+        Some(((whole.start(), whole.end()), checked))
+    };
+    drive(text, spec.id, &mut next, &mut |h| {
+        out.push(Candidate {
+            start: h.start,
+            end: h.end,
+            rule,
+            refine: h.refine,
+        });
+    });
+}
+
+/// The candidates (byte spans, validated, before overlaps are resolved) of one regex rule on
+/// `text`: what the engine takes from `spec` compiled as `re`. For comparing a code matcher
+/// with its pattern ([`super::matchers`]).
+#[cfg(test)]
+pub(crate) fn regex_candidates(text: &str, spec: &RuleSpec, re: &Regex) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    candidates_for(text, 0, spec, re, &mut out);
+    out.iter().map(|c| (c.start, c.end)).collect()
+}
+
+/// A matcher's next match: its whole span (byte offsets) and the validated hit, `None` when the
+/// validator rejected it.
+pub(crate) type NextMatch = ((usize, usize), Option<super::Hit>);
+
+/// The search loop of every rule, whether its matcher is a regex or code
+/// ([`super::matchers`]): `next(pos)` finds the leftmost match starting at or after byte `pos`
+/// (look-behind may read before `pos`, as a regex search over a span does) and returns its
+/// whole span and the validated hit, `None` when the validator rejected it; the loop stops when
+/// `next` finds nothing. An accepted hit (non-empty, on char boundaries, not filler for the
+/// rules that check it) goes to `push` and the search goes on after the whole match; a
+/// rejection restarts one char after the match's start (a later match may start inside it),
+/// at most [`MAX_RESTARTS_PER_RULE`] times and [`MAX_RESTART_BYTES_PER_RULE`] bytes of rejected
+/// matches per rule, then after the match.
+/// (One copy for every matcher, `dyn`: the tail Worker's wasm has a size budget.)
+pub(crate) fn drive(
+    text: &str,
+    rule_id: &str,
+    next: &mut dyn FnMut(usize) -> Option<NextMatch>,
+    push: &mut dyn FnMut(super::Hit),
+) {
+    let mut pos = 0;
+    let mut restarts = 0;
+    let mut restarted_bytes = 0;
+    let filler = super::validate::filler_checked(rule_id);
+    while pos <= text.len() {
+        let Some(((start, end), checked)) = next(pos) else {
+            break;
+        };
+        let past = if end > start {
+            end
         } else {
-            next_boundary(text, whole.start())
+            next_boundary(text, start)
         };
         let checked = checked.filter(|h| {
             !(filler
@@ -249,12 +291,7 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
                     && text.is_char_boundary(h.start)
                     && text.is_char_boundary(h.end) =>
             {
-                out.push(Candidate {
-                    start: h.start,
-                    end: h.end,
-                    rule,
-                    refine: h.refine,
-                });
+                push(h);
                 pos = past;
             }
             // rejected: a later match may start inside this one
@@ -262,8 +299,8 @@ fn candidates_for(text: &str, rule: usize, spec: &RuleSpec, re: &Regex, out: &mu
                 && restarted_bytes < MAX_RESTART_BYTES_PER_RULE =>
             {
                 restarts += 1;
-                restarted_bytes += whole.end() - whole.start();
-                pos = next_boundary(text, whole.start());
+                restarted_bytes += end - start;
+                pos = next_boundary(text, start);
             }
             _ => pos = past,
         }

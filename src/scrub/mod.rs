@@ -33,6 +33,7 @@
 
 mod engine;
 pub mod entropy;
+pub mod matchers;
 pub mod prefilter;
 pub mod rules;
 mod structured;

@@ -142,16 +142,12 @@ pub static RULES: &[RuleSpec] = &[
         kind: "jwt",
         method: Method::Replace,
         // header.payload[.signature]: both JSON objects, so both start with `ey` in base64url.
-        pattern: r#"(?x)
-            \b(?P<s>
-                eyJ[A-Za-z0-9_-]{6,}      # header: {"alg"...
-                \.ey[A-Za-z0-9_-]{2,}     # payload
-                (?:\.[A-Za-z0-9_-]*){0,3} # signature (JWS), or more parts (JWE)
-            )"#,
+        // Code, not a regex (see `matchers`): the pattern it implements is `JWT_PATTERN`.
+        pattern: "",
         check: None,
         keywords: &["eyj"],
         scan: None,
-        find: None,
+        find: Some(super::matchers::find_jwt),
     },
     RuleSpec {
         id: "@basic_auth",

@@ -1,0 +1,314 @@
+//! Rules written as code instead of a regex: the same matches as their pattern, without compiling
+//! one.
+//!
+//! Each matcher here implements one regex of the rule table exactly (leftmost-first, greedy,
+//! Unicode `\b`: what the `regex` crate gives that pattern). The pattern is kept next to it
+//! ([`JWT_PATTERN`]) as its definition, and the tests run both on generated texts and the
+//! rule's edge cases, and compare the classes on every `char` of the Basic Multilingual Plane
+//! and a sample beyond it; they want the same candidates. The search loop and the filler check
+//! are the engine's ([`super::engine::drive`]), so rejection restarts and their budgets are
+//! the same too.
+//!
+//! Why (issue 9, throughput): every text with a JWT is gated in for `@jwt`, and as a regex it
+//! cost a lazy-DFA search plus a bounded-backtracker pass for the captures on each: 2.3–3.5 µs
+//! per gated text in `scrub_bench`'s per-rule table, against 0.3–0.6 µs for this scan (the
+//! table `rules as code` prints both in one process). Only rules whose code is small go here:
+//! the tail Worker's wasm has a size budget (`@bearer` written the same way searched 2.2–3.2×
+//! faster and saved its 0.3–0.45 ms compile, but cost 680 bytes of gzip wasm, over the budget).
+
+use super::Hit;
+use super::engine::drive;
+use super::validate;
+
+/// `@jwt`'s definition: header and payload both JSON objects (`ey…` in base64url), then up to
+/// three more parts (JWS signature, JWE parts).
+pub const JWT_PATTERN: &str = r#"(?x)
+            \b(?P<s>
+                eyJ[A-Za-z0-9_-]{6,}      # header: {"alg"...
+                \.ey[A-Za-z0-9_-]{2,}     # payload
+                (?:\.[A-Za-z0-9_-]*){0,3} # signature (JWS), or more parts (JWE)
+            )"#;
+
+/// A matcher's answer: the whole match and the replaced part (byte offsets into the text).
+type Found = ((usize, usize), (usize, usize));
+
+/// The rules written as code: (rule id, the pattern it implements, its finder).
+pub const RULES_AS_CODE: [(&str, &str, super::Finder); 1] = [("@jwt", JWT_PATTERN, find_jwt)];
+
+/// `@jwt`: pushes the accepted spans of `text` (see [`JWT_PATTERN`]).
+pub fn find_jwt(text: &str, out: &mut Vec<Hit>) {
+    find(text, "@jwt", jwt_at, out);
+}
+
+/// The engine's search loop over a code matcher: `at(text, pos)` is the leftmost match at or
+/// after `pos` (the rules here have no validator: every match is a hit).
+fn find(text: &str, rule_id: &str, at: fn(&str, usize) -> Option<Found>, out: &mut Vec<Hit>) {
+    let mut next = |pos: usize| {
+        let (whole, (start, end)) = at(text, pos)?;
+        let hit = Hit {
+            start,
+            end,
+            refine: None,
+        };
+        Some((whole, Some(hit)))
+    };
+    drive(text, rule_id, &mut next, &mut |h| out.push(h));
+}
+
+/// Unicode `\w` (UTS#18 Annex C, the `regex` crate's definition), ASCII answered inline.
+fn is_word(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric() || c == '_'
+    } else {
+        regex_syntax::try_is_word_character(c).unwrap_or(false)
+    }
+}
+
+/// `\b` before a word char at `i`: the text starts there or the char before is not a word char.
+fn word_start(text: &str, i: usize) -> bool {
+    validate::char_before(text, i).is_none_or(|c| !is_word(c))
+}
+
+fn jwt_class(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+fn jwt_at(text: &str, pos: usize) -> Option<Found> {
+    let b = text.as_bytes();
+    let ascii_run = |i: usize| {
+        i + b
+            .get(i..)
+            .map_or(0, |t| t.iter().take_while(|&&c| jwt_class(c)).count())
+    };
+    let starts = b.get(pos..)?.windows(3).enumerate();
+    for p in starts
+        .filter(|(_, w)| *w == b"eyJ")
+        .map(|(off, _)| pos + off)
+    {
+        if !word_start(text, p) {
+            continue;
+        }
+        let header = ascii_run(p + 3);
+        if header - (p + 3) < 6 || b.get(header) != Some(&b'.') {
+            continue;
+        }
+        let payload = header + 1;
+        let end = ascii_run(payload);
+        if !b.get(payload..).is_some_and(|t| t.starts_with(b"ey")) || end - payload < 4 {
+            continue;
+        }
+        let mut end = end;
+        for _ in 0..3 {
+            if b.get(end) != Some(&b'.') {
+                break;
+            }
+            end = ascii_run(end + 1);
+        }
+        return Some(((p, end), (p, end)));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrub::RuleSpec;
+    use crate::scrub::rules::RULES;
+    use regex_automata::meta::Regex;
+
+    /// What the engine gets from a code rule: the hits of its finder.
+    fn code_hits(find: fn(&str, &mut Vec<Hit>), text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        find(text, &mut out);
+        out.iter().map(|h| (h.start, h.end)).collect()
+    }
+
+    /// The same rule as a regex: its pattern and the regex form of its validator, run through
+    /// the regex path's search loop (what the engine did before the rule was code).
+    fn as_regex(id: &str, pattern: &'static str) -> (RuleSpec, Regex) {
+        let spec = RuleSpec {
+            pattern,
+            find: None,
+            check: None, // no code rule has a validator (one would go here in its regex form)
+            ..*spec(id)
+        };
+        let re = crate::scrub::rule_regex_for(&spec).expect("pattern compiles");
+        (spec, re)
+    }
+
+    fn spec(id: &str) -> &'static RuleSpec {
+        RULES.iter().find(|r| r.id == id).expect("rule exists")
+    }
+
+    /// Pieces the generated texts are made of: JWT parts and near misses, the class's edge chars
+    /// (`.`, `-`, `_`, `=`, `~`), non-ASCII word chars and marks next to a boundary (`é`, `ß`,
+    /// `日本`, a combining accent, the Kelvin sign), Unicode spaces, and other rules' words as
+    /// noise.
+    const PIECES: &[&str] = &[
+        "eyJ",
+        "ey",
+        "eyJhbGciOi",
+        ".",
+        "..",
+        "bearer",
+        "Bearer",
+        "BEARER",
+        "bEaReR",
+        "basic",
+        "Basic",
+        "BASIC",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\u{a0}",
+        "\u{2003}",
+        "\u{3000}",
+        "abc",
+        "XYZ",
+        "a1B2c3D4e5",
+        "0123456789",
+        "dXNlcjpwYXNz",
+        "YnJvd3Nlcjo",
+        "=",
+        "==",
+        "===",
+        "~",
+        "+",
+        "/",
+        "-",
+        "_",
+        "@",
+        "sha256~",
+        "SHA256~",
+        "\u{17F}ha256~",
+        "\u{212A}",
+        "\u{17F}",
+        "é",
+        "ß",
+        "日本",
+        "\u{301}",
+        ":",
+        ",",
+        "\"",
+        "'",
+        "(",
+        "x",
+        "Z9",
+        "token",
+        "=>",
+        "eyJhbGciOiJIUzI1NiJ9",
+        ".eyJzdWIi",
+        ".eyQ",
+        ".sig_-9",
+        "eyJhbGc.eyJ",
+        "basic dXNlcjpwYXNz",
+        "Basic YnJvd3Nlcjo=",
+        "BASIC\u{a0}YTpi",
+    ];
+
+    /// A deterministic xorshift stream (no randomness in the crate).
+    struct Xs(u64);
+    impl Xs {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    fn generated(n: usize, seed: u64) -> Vec<String> {
+        let mut xs = Xs(seed);
+        (0..n)
+            .map(|_| {
+                let len = 1 + (xs.next() % 14) as usize;
+                (0..len)
+                    .map(|_| PIECES[(xs.next() % PIECES.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Texts that every matcher must answer as its pattern does: the rule table's own cases
+    /// and hand-made edges (boundaries, counts one below and at the minimum, five parts where
+    /// three more are allowed), and other rules' texts as negatives.
+    const EDGES: &[&str] = &[
+        "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc_DEF-123 ok",
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0In0.",
+        "eyJabcdef.eyab",
+        "eyJabcde.eyabcd",
+        "eyJabcdef.eya",
+        "xeyJabcdef.eyabcd",
+        "éeyJabcdef.eyabcd",
+        "-eyJabcdef.eyabcd.a.b.c.d.e",
+        "eyJabcdef.eyabcd...",
+        "eyJeyJabcdef.eyabcd eyJabcdef.eyabcd",
+        "Authorization: Bearer abcDEF123456",
+        "bearer 0123456789abcdef0123",
+        "bearer authentication required",
+        "Bearer token missing",
+        "Bearer abc.bearer tok123456",
+        "bearer\u{a0}\u{2003}ABCdef12",
+        "bearer sha256~@abc",
+        "bearer sha256~@ab",
+        "bearer \u{17F}ha256~@abcd",
+        "bearer \u{212A}\u{212A}\u{212A}\u{212A}1234",
+        "xbearer abcDEF123456",
+        "_bearer abcDEF123456",
+        "ébearer abcDEF123456",
+        "bearerabcDEF123456",
+        "Authorization: Basic dXNlcjpwYXNz",
+        "basic YnJvd3Nlcjo=",
+        "basic YnJvd3Nlcjo===",
+        "basic authentication failed",
+        "Basic dGVzdA== is not a credential",
+        "basic dXNlcjpwYXNz basic dXNlcjpwYXNz",
+        "",
+    ];
+
+    #[test]
+    fn code_rules_match_their_patterns() {
+        let mut texts: Vec<String> = EDGES.iter().map(|s| s.to_string()).collect();
+        texts.extend(generated(50_000, 0x9e37_79b9_7f4a_7c15));
+        let mut found = [0usize; RULES_AS_CODE.len()];
+        let regexes: Vec<(RuleSpec, Regex)> = RULES_AS_CODE
+            .iter()
+            .map(|(id, pattern, _)| as_regex(id, pattern))
+            .collect();
+        for text in &texts {
+            for (k, ((id, _, find), (spec, re))) in RULES_AS_CODE.iter().zip(&regexes).enumerate() {
+                let want = crate::scrub::engine::regex_candidates(text, spec, re);
+                let got = code_hits(*find, text);
+                assert_eq!(got, want, "{id} on {text:?}");
+                found[k] += got.len();
+            }
+        }
+        // the generated texts reach matches of every rule, not only rejections
+        for (k, (id, _, _)) in RULES_AS_CODE.iter().enumerate() {
+            assert!(found[k] > 300, "{id}: only {} hits", found[k]);
+        }
+    }
+
+    /// Every char a class of the patterns could meet: the code's class is the regex's class, and
+    /// the word chars of `\b` are the same.
+    #[test]
+    fn classes_agree_with_the_regex_on_every_char() {
+        let re = |p: &str| Regex::new(p).expect("compiles");
+        type CharClass = fn(char) -> bool;
+        let checks: [(&str, Regex, CharClass); 2] = [
+            ("\\w", re(r"^\w$"), is_word),
+            ("jwt class", re(r"^[A-Za-z0-9_-]$"), |c| {
+                u8::try_from(c).is_ok_and(jwt_class)
+            }),
+        ];
+        let chars = (0u32..0x1_0000).chain((0x1_0000..0x11_0000).step_by(97));
+        for c in chars.filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let s = c.encode_utf8(&mut buf);
+            for (name, re, code) in &checks {
+                assert_eq!(code(c), re.is_match(&*s), "{name} on U+{:04X}", c as u32);
+            }
+        }
+    }
+}
