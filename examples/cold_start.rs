@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo run --release --example cold_start` (spawns itself 7 times per case, each child a
 //! fresh process that times its very first call, then the median of 50 warm calls on the same
-//! batch; prints every child and the medians). One child: `... --example cold_start -- --once 100`.
+//! batch; prints every child and the medians). One child: `... --example cold_start -- --once 100`;
+//! with `--cold-only` after it, the child makes the first call only (for a profiler: every sample
+//! of the process is then start-up or the first call; it prints `cold_us 0 events`).
 //!
 //! Cases: one error item (the first replay-corpus item with an exception: scrubbed, normalized,
 //! fingerprinted) and a batch of the first 100 replay-corpus items (`benches/support/corpus.rs`).
@@ -43,13 +45,17 @@ fn batch_of(size: usize) -> String {
     corpus::batches(&items[..size.min(items.len())], size).remove(0)
 }
 
-/// One fresh process: prints `cold_us warm_us events`.
-fn once(size: usize) {
+/// One fresh process: prints `cold_us warm_us events` (`warm_us` 0 with `cold_only`).
+fn once(size: usize, cold_only: bool) {
     let batch = batch_of(size);
     let cfg = PipelineConfig::default();
     let t = Instant::now();
     let (events, _) = process_batch(black_box(&batch), &cfg, NOW_MS).expect("array");
     let cold = t.elapsed().as_secs_f64() * 1e6;
+    if cold_only {
+        println!("{cold:.1} 0 {}", events.len());
+        return;
+    }
     let mut warm: Vec<f64> = (0..WARM_CALLS)
         .map(|_| {
             let t = Instant::now();
@@ -70,7 +76,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--once") {
         let size = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(1);
-        once(size);
+        once(size, args.iter().any(|a| a == "--cold-only"));
         return;
     }
     let exe = std::env::current_exe().expect("own path");

@@ -8,12 +8,15 @@
 //! Per rule (`rule_costs`): the compile time of its regex with and without the meta engine's
 //! automatic literal prefilter, and the search time on the distinct replay-corpus texts its gate
 //! lets through, both ways in the same process: the measurement behind the engine's
-//! `NO_LITERAL_PREFILTER` list.
+//! `NO_LITERAL_PREFILTER` list. For the rules written as code (`scrub::matchers`), the same
+//! figures for the pattern each implements against the code on the same texts
+//! (`code_rule_costs`).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use regex_automata::{Input, meta};
+use selfheal::scrub::matchers::RULES_AS_CODE;
 use selfheal::scrub::prefilter::{ScanKind, Stats, scan_all};
 use selfheal::scrub::rules::RULES;
 use selfheal::scrub::{gated_rules, rule_regex_for, scrub_text};
@@ -92,6 +95,7 @@ fn main() {
 
     gate_passes(&texts);
     rule_costs(&texts);
+    code_rule_costs(&texts);
 
     println!("\nhostile input     bytes       ms  remarks");
     let cases: Vec<(&str, String)> = vec![
@@ -257,4 +261,54 @@ fn rule_costs(texts: &[String]) {
     println!(
         "  every rule's compile: {total_with:.0} us with the prefilter, {total_without:.0} without, {total_shipped:.0} as shipped"
     );
+}
+
+/// Per rule written as code: the compile time of the regex it replaces (as the engine built it)
+/// and, on the distinct replay-corpus texts its gate lets through, ns per text for that regex
+/// (every match, with captures, no validator) against the code (every match, validator
+/// included), in the same process.
+fn code_rule_costs(texts: &[String]) {
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&String> = texts.iter().filter(|t| seen.insert(t.as_str())).collect();
+    println!(
+        "\nrules as code, on the {} distinct strings   regex compile us   texts   ns/text: regex / code   ratio",
+        distinct.len()
+    );
+    for (id, pattern, find) in RULES_AS_CODE {
+        let Ok(re) = meta::Regex::new(pattern) else {
+            continue;
+        };
+        let compile = median_us(|| drop(black_box(meta::Regex::new(pattern))));
+        let mine: Vec<&str> = distinct
+            .iter()
+            .filter(|t| gated_rules(t).contains(&id))
+            .map(|t| t.as_str())
+            .collect();
+        let per_text = |us: f64| us * 1e3 / mine.len().max(1) as f64;
+        let mut caps = re.create_captures();
+        let regex = per_text(median_us(|| {
+            black_box(
+                mine.iter()
+                    .map(|t| count_matches(&re, &mut caps, t))
+                    .sum::<usize>(),
+            );
+        }));
+        let mut hits = Vec::new();
+        let code = per_text(median_us(|| {
+            black_box(
+                mine.iter()
+                    .map(|t| {
+                        hits.clear();
+                        find(t, &mut hits);
+                        hits.len()
+                    })
+                    .sum::<usize>(),
+            );
+        }));
+        println!(
+            "  {id:<22} {compile:>12.0} {:>12} {regex:>10.0} / {code:<8.0} {:>6.1}x",
+            mine.len(),
+            regex / code.max(1e-9)
+        );
+    }
 }
