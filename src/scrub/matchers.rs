@@ -69,10 +69,14 @@ fn word_start(text: &str, i: usize) -> bool {
     validate::char_before(text, i).is_none_or(|c| !is_word(c))
 }
 
+/// `[A-Za-z0-9_-]`, the pattern's one class (ASCII: no `(?i)`, no Unicode).
 fn jwt_class(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
+/// The leftmost match of [`JWT_PATTERN`] starting at or after byte `pos`. Every run of the class
+/// is taken whole: the byte after each piece (`.`) is not in the class, so a shorter run can
+/// never let the rest match, and the last parts are greedy with nothing after them.
 fn jwt_at(text: &str, pos: usize) -> Option<Found> {
     let b = text.as_bytes();
     let ascii_run = |i: usize| {
