@@ -10,7 +10,7 @@
 //! the same too.
 //!
 //! Why (issue 9, throughput): every text with a JWT is gated in for `@jwt`, and as a regex it
-//! cost a lazy-DFA search plus a bounded-backtracker pass for the captures on each: 2.3–3.5 µs
+//! cost a lazy-DFA search plus a bounded-backtracker pass for the captures on each: 2.3–4.1 µs
 //! per gated text in `scrub_bench`'s per-rule table, against 0.3–0.6 µs for this scan (the
 //! table `rules as code` prints both in one process). Only rules whose code is small go here:
 //! the tail Worker's wasm has a size budget (`@bearer` written the same way searched 2.2–3.2×
