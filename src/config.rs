@@ -4,7 +4,7 @@
 //! [`crate::event::process_item`]. Values come from outside, so building it validates them and
 //! returns [`ConfigError`] instead of panicking.
 
-use regex::Regex;
+use regex::bytes::Regex;
 
 /// Settings of the tail pipeline.
 #[derive(Debug, Clone)]
@@ -13,7 +13,8 @@ pub struct PipelineConfig {
     pub fallback_script_name: String,
     /// Exception names that are expected and never make an incident (exact, case-sensitive), e.g. `AbortError`.
     pub ignore_exception_names: Vec<String>,
-    /// Messages that are expected (matched against the scrubbed, un-normalized message).
+    /// Messages that are expected (matched against the scrubbed, un-normalized message's UTF-8
+    /// bytes; syntax and limits: [`crate::text::configured_regex`]).
     pub ignore_message_patterns: Vec<Regex>,
 }
 
@@ -72,7 +73,7 @@ impl PipelineConfig {
                 ))
             })?;
             for p in patterns {
-                let re = Regex::new(&p).map_err(|e| {
+                let re = crate::text::configured_regex(&p).map_err(|e| {
                     ConfigError(format!("SELFHEAL_IGNORE_MESSAGES pattern {p:?}: {e}"))
                 })?;
                 cfg.ignore_message_patterns.push(re);

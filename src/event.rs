@@ -126,7 +126,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
     if cfg
         .ignore_message_patterns
         .iter()
-        .any(|re| re.is_match(&message))
+        .any(|re| re.is_match(message.as_bytes()))
     {
         return Verdict::Noise(NoiseReason::Ignored);
     }

@@ -8,6 +8,10 @@
 //! - `check` is an optional validator that sees the whole text, the captures and the span; it may
 //!   reject the candidate (Luhn, mod-97, word boundaries, placeholders...), narrow it, or refine the
 //!   rule id/kind (the key=value rule names the kind after the key).
+//! - Case-insensitive words are spelled `(?i-u:word)`: ASCII case folding. The crate links no
+//!   Unicode case-folding tables (regex's `unicode-case` feature is off: 20 KB of the tail
+//!   Worker's gzip budget), so a Unicode `(?i)` does not compile; `every_rule_compiles_and_has_cases` below fails
+//!   on one.
 //!
 //! Order matters only for ties: when two candidates overlap, the longest wins; between candidates
 //! of equal length the rule declared first (the more specific one) wins. Each rule has positive
@@ -154,7 +158,7 @@ pub static RULES: &[RuleSpec] = &[
         kind: "basic_auth",
         method: Method::Replace,
         // `Basic <base64(user:pass)>`; the check decodes it and wants a `:`.
-        pattern: r"(?xi)\bbasic\s+(?P<s>[A-Za-z0-9+/]{4,}={0,2})",
+        pattern: r"(?x)\b(?i-u:basic)\s+(?P<s>[A-Za-z0-9+/]{4,}={0,2})",
         check: Some(v::basic_credentials),
         keywords: &["basic"],
         scan: None,
@@ -165,7 +169,7 @@ pub static RULES: &[RuleSpec] = &[
         kind: "bearer",
         method: Method::Replace,
         // `Bearer <token>` anywhere (headers, curl lines, log lines).
-        pattern: r"(?xi)\bbearer\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|sha256~[A-Za-z0-9._~+/=@-]{4,})",
+        pattern: r"(?x)\b(?i-u:bearer)\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|(?i-u:sha256)~[A-Za-z0-9._~+/=@-]{4,})",
         check: Some(v::token_like),
         keywords: &["bearer"],
         scan: None,
@@ -189,8 +193,8 @@ pub static RULES: &[RuleSpec] = &[
         kind: "aws_secret_key",
         method: Method::Replace,
         // 40 base64 characters after an aws…secret/access… key name.
-        pattern: r#"(?xi)
-            aws[A-Za-z0-9_.-]{0,24}?(?:secret|access|private)[A-Za-z0-9_.-]{0,24}
+        pattern: r#"(?x)
+            (?i-u:aws)[A-Za-z0-9_.-]{0,24}?(?i-u:secret|access|private)[A-Za-z0-9_.-]{0,24}
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s>[A-Za-z0-9/+=]{40})"#,
         check: Some(v::not_followed_by_base64),
@@ -277,9 +281,9 @@ pub static RULES: &[RuleSpec] = &[
         kind: "cloudflare_token",
         method: Method::Replace,
         // Origin CA keys anywhere; API tokens and global API keys after a cloudflare/cf key name.
-        pattern: r#"(?xi)
-            \b(?P<s1>v1\.0-[a-f0-9]{24}-[a-f0-9]{146})
-          | (?:cloudflare|\bcf)[A-Za-z0-9_.-]{0,24}?(?:token|key|secret|auth)[A-Za-z0-9_.-]{0,16}
+        pattern: r#"(?x)
+            \b(?P<s1>[vV]1\.0-[a-fA-F0-9]{24}-[a-fA-F0-9]{146})
+          | (?:(?i-u:cloudflare)|\b(?i-u:cf))[A-Za-z0-9_.-]{0,24}?(?i-u:token|key|secret|auth)[A-Za-z0-9_.-]{0,16}
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s2>[A-Za-z0-9_-]{32,64})"#,
         check: None,
@@ -424,9 +428,9 @@ pub static RULES: &[RuleSpec] = &[
         pattern: r#"(?x)
             (?:[Ss]umo|SUMO)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s1>su[A-Za-z0-9]{12}|[A-Za-z0-9]{64})\b
-          | (?i:sourcegraph)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
+          | (?i-u:sourcegraph)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s2>[a-fA-F0-9]{40})\b
-          | (?i:jfrog|artifactory|bintray|xray)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=,])\s*["'`]?
+          | (?i-u:jfrog|artifactory|bintray|xray)[A-Za-z0-9_.-]{0,24}["'\]]*\s*(?:=>|:=|[:=,])\s*["'`]?
             (?P<s3>[a-zA-Z0-9]{73}|[a-z0-9]{64})\b
           | \b(?P<s4>[0-9]{8,10}:AA[0-9A-Za-z_-]{33})(?:[^0-9A-Za-z_-]|$)          # Telegram bot token
           | \b(?P<s5>[0-9a-f]{32}-us[0-9]{1,2})\b                                # Mailchimp
@@ -497,7 +501,7 @@ pub static RULES: &[RuleSpec] = &[
         kind: "session_cookie",
         method: Method::Replace,
         // A Cookie / Set-Cookie header line: the whole value goes.
-        pattern: r"(?xi)\b(?:set-)?cookie\s*:\s*(?P<s>[^\s\r\n][^\r\n]*)",
+        pattern: r"(?x)\b(?i-u:(?:set-)?cookie)\s*:\s*(?P<s>[^\s\r\n][^\r\n]*)",
         check: Some(v::not_placeholder),
         keywords: &["cookie"],
         scan: None,
@@ -510,20 +514,21 @@ pub static RULES: &[RuleSpec] = &[
         // (Unbounded repetitions, lengths checked in code: a counted repetition of a Unicode
         // negated class, `[^"\r\n]{1,512}`, compiles to hundreds of UTF-8 automata, milliseconds
         // of a fresh isolate's first call; the keys' `{1,64}` cost 0.7 ms of its compile, so key
-        // lengths are checked in `secret_kv` too. Case-insensitive only where a word is spelled:
-        // `(?i)` over the whole pattern made every `[A-Za-z…]` class also match the Kelvin sign
-        // and the long s, multi-byte classes that cost another 0.2 ms.)
+        // lengths are checked in `secret_kv` too. Case-insensitive only where a word is spelled,
+        // ASCII only (`(?i-u:…)`): Unicode `(?i)` over the whole pattern made every `[A-Za-z…]`
+        // class also match the Kelvin sign and the long s, multi-byte classes that cost another
+        // 0.2 ms.)
         // `<key> <op> <value>` where the key names a secret (password, token, api_key, secret,
         // auth, cookie, session, ...); `classify_key` decides, and names the kind. Also the
         // reversed comparison `"<value>" == password`.
         pattern: r#"(?x)
-            \b(?i:key)\s*=\s*"(?P<k3>[^"\r\n]+)"\s+(?i:value)\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
-          | (?P<k>[A-Za-z0-9_.-]*(?i:pass|pwd|pw|pin|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
+            \b(?i-u:key)\s*=\s*"(?P<k3>[^"\r\n]+)"\s+(?i-u:value)\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
+          | (?P<k>[A-Za-z0-9_.-]*(?i-u:pass|pwd|pw|pin|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
                   |__secure-|__host-)[A-Za-z0-9_.-]*)
             (?:\[[0-9]*\])?
             (?:
                 \\?["']?                                      # closing quote of a quoted key
-                (?:\s*:?\s*(?i:string|str|&str|const|char|bytes|\[\]byte|text))?   # typed declarations
+                (?:\s*:?\s*(?i-u:string|str|&str|const|char|bytes|\[\]byte|text))?   # typed declarations
                 \s*(?:=>|:=|===?|!==?|[.:?+|]{1,3}=|[:=])\s*@?
                 (?:
                     "(?P<s1>(?:[^"\\\r\n]|\\[^\r\n])*)"           # to the closing quote, escapes included
@@ -535,7 +540,7 @@ pub static RULES: &[RuleSpec] = &[
               | \s+"(?P<s6>[^"\r\n]+)"                          # password "value"
             )
           | "(?P<s7>[^"\r\n]+)"\s*(?:===?|!==?)\s*               # "value" == password
-            (?P<k2>[A-Za-z0-9_.]*(?i:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
+            (?P<k2>[A-Za-z0-9_.]*(?i-u:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
           | ["'](?P<k4>[A-Za-z0-9_.-]+)["']\s*,\s*["'](?P<s9>[^"'\r\n]+)["']        # setProperty("TOKEN", "…")
           | <(?P<k5>[A-Za-z0-9_.-]+)>(?:\s|\\[nrtNRT])*(?P<s10>[^<\s\\]+)          # <token>…</token>
           | \((?P<k6>[A-Za-z0-9_.-]+)\)\s*=\s*\((?P<s11>[^)\r\n]+)\)(?:[\s.,;]|$)   # Postgres: Key (token)=(…)

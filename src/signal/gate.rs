@@ -41,7 +41,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use regex::{Regex, RegexSet};
+use regex::bytes::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{benjamini_hochberg, count_upper_tail, dispersion, rate_step_p_value};
@@ -142,8 +142,8 @@ pub struct GatePolicy {
     pub max_tickets_per_script_hour: u32,
     /// `SELFHEAL_GATE_MAX_TICKETS_PER_DAY`: per script (20).
     pub max_tickets_per_script_day: u32,
-    /// `SELFHEAL_GATE_SUPPRESS`: JSON array of regexes over the normalized message or exact
-    /// fingerprints; a match is `suppressed`.
+    /// `SELFHEAL_GATE_SUPPRESS`: JSON array of regexes over the normalized message (syntax and
+    /// limits: [`crate::text::configured_regex`]) or exact fingerprints; a match is `suppressed`.
     #[serde(skip)]
     pub suppress: Vec<Regex>,
 }
@@ -354,9 +354,10 @@ impl GatePolicy {
                 ))
             })?;
             for pat in patterns {
-                p.suppress.push(Regex::new(&pat).map_err(|e| {
-                    PolicyError(format!("SELFHEAL_GATE_SUPPRESS pattern {pat:?}: {e}"))
-                })?);
+                p.suppress
+                    .push(crate::text::configured_regex(&pat).map_err(|e| {
+                        PolicyError(format!("SELFHEAL_GATE_SUPPRESS pattern {pat:?}: {e}"))
+                    })?);
             }
         }
         Ok(p)
@@ -633,25 +634,26 @@ pub struct Decision {
 }
 
 /// The failure kinds that point outside the script's code, by pattern over scrubbed texts:
-/// `(kind, regex)`. Sources: the Workers runtime's documented errors (`Network connection lost`,
+/// `(kind, regex)`, matched over the texts' bytes with ASCII case folding and ASCII word
+/// boundaries (`(?i-u)`: the Workers link no Unicode case-folding tables). Sources: the Workers runtime's documented errors (`Network connection lost`,
 /// `fetch failed`; <https://developers.cloudflare.com/workers/observability/errors/>), D1/KV/R2
 /// service errors, and upstream HTTP statuses 502/503/504.
 pub const EXTERNAL_KINDS: &[(&str, &str)] = &[
     (
         "network",
-        r"(?i)network connection lost|\bfetch failed\b|failed to fetch|econnreset|econnrefused|enotfound|getaddrinfo|socket hang up|connection (?:reset|refused|closed)|dns (?:lookup|resolution) failed",
+        r"(?i-u)network connection lost|\bfetch failed\b|failed to fetch|econnreset|econnrefused|enotfound|getaddrinfo|socket hang up|connection (?:reset|refused|closed)|dns (?:lookup|resolution) failed",
     ),
     (
         "upstream_5xx",
-        r"(?i)\b(?:upstream|origin|backend|gateway|service|api|provider|responded|returned|status(?: code)?)\b[^\n]{0,40}\b50[234]\b|\b50[234] (?:bad gateway|service unavailable|gateway time-?out)|\bbad gateway\b|\bservice unavailable\b|\bgateway time-?out\b|^HTTP 50[234] response$",
+        r"(?i-u)\b(?:upstream|origin|backend|gateway|service|api|provider|responded|returned|status(?: code)?)\b[^\n]{0,40}\b50[234]\b|\b50[234] (?:bad gateway|service unavailable|gateway time-?out)|\bbad gateway\b|\bservice unavailable\b|\bgateway time-?out\b|^HTTP 50[234] response$",
     ),
     (
         "timeout",
-        r"(?i)\btimed? ?out\b|\betimedout\b|\btimeout (?:exceeded|error)\b|operation was aborted due to timeout",
+        r"(?i-u)\btimed? ?out\b|\betimedout\b|\btimeout (?:exceeded|error)\b|operation was aborted due to timeout",
     ),
     (
         "platform",
-        r"(?i)\bD1_ERROR\b|\bD1 DB (?:is )?overloaded|\bKV (?:GET|PUT|DELETE|LIST) failed\b|\bR2 (?:GET|PUT|HEAD|DELETE|LIST) failed\b|durable object (?:is )?overloaded|internal error in durable object storage|\binternal error\b.*\b(?:d1|kv|r2|queue)\b",
+        r"(?i-u)\bD1_ERROR\b|\bD1 DB (?:is )?overloaded|\bKV (?:GET|PUT|DELETE|LIST) failed\b|\bR2 (?:GET|PUT|HEAD|DELETE|LIST) failed\b|durable object (?:is )?overloaded|internal error in durable object storage|\binternal error\b.*\b(?:d1|kv|r2|queue)\b",
     ),
 ];
 
@@ -668,7 +670,7 @@ pub fn external_kind<'a>(texts: impl IntoIterator<Item = &'a str>) -> Option<&'s
     let set = external_set();
     let mut best: Option<usize> = None;
     for t in texts {
-        if let Some(i) = set.matches(t).iter().next() {
+        if let Some(i) = set.matches(t.as_bytes()).iter().next() {
             best = Some(best.map_or(i, |b| b.min(i)));
         }
     }
@@ -1129,7 +1131,7 @@ fn decide_one(p: &Prepared<'_>, cascade: Option<CascadeSignal>, policy: &GatePol
     let suppressed = policy
         .suppress
         .iter()
-        .any(|re| re.is_match(&inc.message) || re.as_str() == inc.fingerprint);
+        .any(|re| re.is_match(inc.message.as_bytes()) || re.as_str() == inc.fingerprint);
     let bound_to_cascade = cascade.as_ref().is_some_and(|c| !c.outlived);
     let decided_by;
     let verdict = if suppressed {

@@ -1,7 +1,12 @@
 //! FROZEN COPY of `src/scrub/` as it was on main at 36d4eca (before issue 9), kept as the test
 //! oracle of `tests/scrub_oracle_diff.rs`: that test lists every difference between this
 //! scrubber and today's, rule by rule, on every corpus. Do not edit (only `scrub_spans` in
-//! `engine.rs` was added, and the unit tests were dropped). Original module docs follow.
+//! `engine.rs` was added, and the unit tests were dropped). One mechanical change since: the
+//! crate no longer links regex's Unicode case-folding tables (tail wasm size), so the rules'
+//! `(?xi)` flags are spelled `(?x)` with `(?i-u:…)` around each word and explicit upper-case
+//! letters in classes and escapes (`[a-fA-F0-9]`, `\\[nrtNRT]`): the same matches on every text
+//! except the two non-ASCII letters Unicode folds into ASCII ones (U+212A KELVIN SIGN into `k`,
+//! U+017F LONG S into `s`). Original module docs follow.
 //!
 //! Scrubbing: secrets and PII out of every text before it is stored, logged, put in a ticket or
 //! an agent prompt.

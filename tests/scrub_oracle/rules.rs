@@ -49,7 +49,7 @@ pub static RULES: &[RuleSpec] = &[
         kind: "basic_auth",
         method: Method::Replace,
         // `Basic <base64(user:pass)>`; the check decodes it and wants a `:`.
-        pattern: r"(?xi)\bbasic\s+(?P<s>[A-Za-z0-9+/]{4,}={0,2})",
+        pattern: r"(?x)\b(?i-u:basic)\s+(?P<s>[A-Za-z0-9+/]{4,}={0,2})",
         check: Some(v::basic_credentials),
     },
     RuleSpec {
@@ -57,7 +57,7 @@ pub static RULES: &[RuleSpec] = &[
         kind: "bearer",
         method: Method::Replace,
         // `Bearer <token>` anywhere (headers, curl lines, log lines).
-        pattern: r"(?xi)\bbearer\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|sha256~[A-Za-z0-9._~+/=@-]{4,})",
+        pattern: r"(?x)\b(?i-u:bearer)\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|(?i-u:sha256)~[A-Za-z0-9._~+/=@-]{4,})",
         check: Some(v::token_like),
     },
     RuleSpec {
@@ -72,8 +72,8 @@ pub static RULES: &[RuleSpec] = &[
         kind: "aws_secret_key",
         method: Method::Replace,
         // 40 base64 characters after an aws…secret/access… key name.
-        pattern: r#"(?xi)
-            aws[A-Za-z0-9_.-]{0,24}?(?:secret|access|private)[A-Za-z0-9_.-]{0,24}
+        pattern: r#"(?x)
+            (?i-u:aws)[A-Za-z0-9_.-]{0,24}?(?i-u:secret|access|private)[A-Za-z0-9_.-]{0,24}
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s>[A-Za-z0-9/+=]{40})"#,
         check: Some(v::not_followed_by_base64),
@@ -136,9 +136,9 @@ pub static RULES: &[RuleSpec] = &[
         kind: "cloudflare_token",
         method: Method::Replace,
         // Origin CA keys anywhere; API tokens and global API keys after a cloudflare/cf key name.
-        pattern: r#"(?xi)
-            \b(?P<s1>v1\.0-[a-f0-9]{24}-[a-f0-9]{146})
-          | (?:cloudflare|\bcf)[A-Za-z0-9_.-]{0,24}?(?:token|key|secret|auth)[A-Za-z0-9_.-]{0,16}
+        pattern: r#"(?x)
+            \b(?P<s1>[vV]1\.0-[a-fA-F0-9]{24}-[a-fA-F0-9]{146})
+          | (?:(?i-u:cloudflare)|\b(?i-u:cf))[A-Za-z0-9_.-]{0,24}?(?i-u:token|key|secret|auth)[A-Za-z0-9_.-]{0,16}
             ["'\]]*\s*(?:=>|:=|[:=])\s*["'`]?
             (?P<s2>[A-Za-z0-9_-]{32,64})"#,
         check: None,
@@ -251,7 +251,7 @@ pub static RULES: &[RuleSpec] = &[
         kind: "session_cookie",
         method: Method::Replace,
         // A Cookie / Set-Cookie header line: the whole value goes.
-        pattern: r"(?xi)\b(?:set-)?cookie\s*:\s*(?P<s>[^\s\r\n][^\r\n]*)",
+        pattern: r"(?x)\b(?i-u:(?:set-)?cookie)\s*:\s*(?P<s>[^\s\r\n][^\r\n]*)",
         check: Some(v::not_placeholder),
     },
     RuleSpec {
@@ -261,14 +261,14 @@ pub static RULES: &[RuleSpec] = &[
         // `<key> <op> <value>` where the key names a secret (password, token, api_key, secret,
         // auth, cookie, session, ...); `classify_key` decides, and names the kind. Also the
         // reversed comparison `"<value>" == password`.
-        pattern: r#"(?xi)
-            \bkey\s*=\s*"(?P<k3>[^"\r\n]{1,64})"\s+value\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
-          | (?P<k>[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
+        pattern: r#"(?x)
+            \b(?i-u:key)\s*=\s*"(?P<k3>[^"\r\n]{1,64})"\s+(?i-u:value)\s*=\s*"(?P<s8>[^"\r\n]*)"    # <add key="Password" value="…"/>
+          | (?P<k>[A-Za-z0-9_.-]*(?i-u:pass|pwd|secret|token|key|auth|credential|cookie|sess|sid|jwt|bearer|csrf|xsrf
                   |__secure-|__host-)[A-Za-z0-9_.-]*)
             (?:\[[0-9]*\])?
             (?:
                 \\?["']?                                      # closing quote of a quoted key
-                (?:\s*:?\s*(?:string|str|&str|const|char|bytes|\[\]byte|text))?   # typed declarations
+                (?:\s*:?\s*(?i-u:string|str|&str|const|char|bytes|\[\]byte|text))?   # typed declarations
                 \s*(?:=>|:=|===?|!==?|[.:?+|]{1,3}=|[:=])\s*@?
                 (?:
                     "(?P<s1>[^"\r\n]*)"
@@ -280,9 +280,9 @@ pub static RULES: &[RuleSpec] = &[
               | \s+"(?P<s6>[^"\r\n]+)"                          # password "value"
             )
           | "(?P<s7>[^"\r\n]+)"\s*(?:===?|!==?)\s*               # "value" == password
-            (?P<k2>[A-Za-z0-9_.]*(?:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
+            (?P<k2>[A-Za-z0-9_.]*(?i-u:pass|pwd|secret|token|api_?key|private_?key|auth)[A-Za-z0-9_.]*)
           | ["'](?P<k4>[A-Za-z0-9_.-]{1,64})["']\s*,\s*["'](?P<s9>[^"'\r\n]+)["']        # setProperty("TOKEN", "…")
-          | <(?P<k5>[A-Za-z0-9_.-]{1,64})>(?:\s|\\[nrt])*(?P<s10>[^<\s\\]+)          # <token>…</token>
+          | <(?P<k5>[A-Za-z0-9_.-]{1,64})>(?:\s|\\[nrtNRT])*(?P<s10>[^<\s\\]+)          # <token>…</token>
             "#,
         check: Some(v::secret_kv),
     },
