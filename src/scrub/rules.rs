@@ -168,12 +168,14 @@ pub static RULES: &[RuleSpec] = &[
         id: "@bearer",
         kind: "bearer",
         method: Method::Replace,
-        // `Bearer <token>` anywhere (headers, curl lines, log lines).
-        pattern: r"(?x)\b(?i-u:bearer)\s+(?P<s>[A-Za-z0-9._~+/=-]{8,}|(?i-u:sha256)~[A-Za-z0-9._~+/=@-]{4,})",
-        check: Some(v::token_like),
+        // `Bearer <token>` anywhere (headers, curl lines, log lines). Code, not a regex (see
+        // `matchers`): the pattern it implements is `BEARER_PATTERN`, its validator
+        // `looks_random` (the regex form's `token_like`).
+        pattern: "",
+        check: None,
         keywords: &["bearer"],
         scan: None,
-        find: None,
+        find: Some(super::matchers::find_bearer),
     },
     RuleSpec {
         id: "@aws_access_key",
