@@ -3,9 +3,9 @@
 //!
 //! Each matcher here implements one regex of the rule table exactly (leftmost-first, greedy,
 //! Unicode `\b` and `\s`: what the `regex` crate gives that pattern). The pattern is kept next
-//! to it ([`JWT_PATTERN`], [`BEARER_PATTERN`]) as its definition, and the tests run both on generated texts and the
-//! rule's edge cases, and compare the classes on every `char` of the Basic Multilingual Plane
-//! and a sample beyond it; they want the same candidates. The search loop and the filler check
+//! to it ([`JWT_PATTERN`], [`BEARER_PATTERN`]) as its definition, and the tests run both on
+//! generated texts and the rule's edge cases, and compare the classes on every `char` of the
+//! Basic Multilingual Plane and a sample beyond it; they want the same candidates. The search loop and the filler check
 //! are the engine's ([`super::engine::drive`]), so rejection restarts and their budgets are
 //! the same too.
 //!
