@@ -10,8 +10,8 @@ pub fn truncate(s: &str, max: usize) -> &str {
     s.get(..s.floor_char_boundary(max)).unwrap_or("")
 }
 
-/// Compiles a pattern an operator configured (`SELFHEAL_IGNORE_MESSAGES`, `SELFHEAL_GATE_SUPPRESS`),
-/// the same way in every Worker and in the CLI.
+/// Compiles a pattern an operator configured (`SELFHEAL_IGNORE_MESSAGES`,
+/// `SELFHEAL_GATE_SUPPRESS`), the same way in every Worker and in the CLI.
 ///
 /// In: Rust `regex` syntax (<https://docs.rs/regex/1/regex/#syntax>). Out: a
 /// [`regex::bytes::Regex`] that the callers run over a text's UTF-8 bytes. Unicode mode is on by

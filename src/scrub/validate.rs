@@ -613,14 +613,27 @@ pub(crate) fn secret_kv(text: &str, c: &Captures, span: (usize, usize)) -> Optio
 
 // ------------------------------------------------------------------ PII
 
-/// Emails: the TLD is not cut off (no letter or digit right after) and the local part starts at
-/// a boundary.
+/// Emails, in the regex validator's form (the rule is code now, `matchers::find_email`, which
+/// calls [`email_ok`]; this form is what its differential test runs the pattern with).
+#[cfg(test)]
 pub(crate) fn email(text: &str, _c: &Captures, span: (usize, usize)) -> Option<Hit> {
+    if email_ok(text, span) {
+        hit(span.0, span.1)
+    } else {
+        None
+    }
+}
+
+/// [`email`]'s decision on the span alone (the code matcher's form): not glued to a following
+/// letter or digit, and not the userinfo of a `scheme://` authority.
+pub(crate) fn email_ok(text: &str, span: (usize, usize)) -> bool {
     if char_at(text, span.1).is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return None;
+        return false;
     }
     // `scheme://user:pass@host` is URL userinfo (its own rule), not an email
-    let head = text.get(..span.0)?;
+    let Some(head) = text.get(..span.0) else {
+        return false;
+    };
     let token_start = head
         .rfind(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '('))
         .map_or(0, |i| i + 1);
@@ -628,10 +641,7 @@ pub(crate) fn email(text: &str, _c: &Captures, span: (usize, usize)) -> Option<H
         .get(token_start..)
         .and_then(|t| t.split_once("://"))
         .is_some_and(|(_, authority)| !authority.contains('/'));
-    if in_authority {
-        return None;
-    }
-    hit(span.0, span.1)
+    !in_authority
 }
 
 /// Luhn checksum over the digits of `s` (separators ignored).
