@@ -469,29 +469,49 @@ const L_TOKEN: u32 = 9;
 const L_B64: u32 = 10;
 
 /// Per byte: lanes whose class holds the byte (0xFF lanes) and the increment per lane, per word
-/// of run counters; the byte's [`Stats`] slot as a 1 in one lane of two counting words; its
-/// class bits.
+/// of run counters, with the two masks of a run's next value (`keep`: the class without bit 7,
+/// `reset`: the start value of the lanes outside it); the byte's [`Stats`] slot as a 1 in one
+/// lane of two counting words; bit 7 of the base64 lane for `=`.
 struct Step {
     class: [u64; 2],
     inc: [u64; 2],
+    keep: [u64; 2],
+    reset: [u64; 2],
     count: [u64; 2],
-    k: u16,
+    b64_eq: u64,
+    /// [`UD_UPPER`] or [`UD_DIGIT`] (or 0): the byte's two bits in the IBAN window.
+    ud: u32,
 }
+
+/// The two bits per byte of `scan_all`'s IBAN window: an ASCII upper-case letter, a digit.
+const UD_UPPER: u32 = 0b10;
+const UD_DIGIT: u32 = 0b01;
+/// Upper, upper, digit, digit (the oldest byte in the high bits): the start of an IBAN.
+const UD_IBAN: u32 = (UD_UPPER << 6) | (UD_UPPER << 4) | (UD_DIGIT << 2) | UD_DIGIT;
 
 const fn step_table() -> [Step; 256] {
     let mut t = [const {
         Step {
             class: [0; 2],
             inc: [0; 2],
+            keep: [0; 2],
+            reset: [0; 2],
             count: [0; 2],
-            k: 0,
+            b64_eq: 0,
+            ud: 0,
         }
     }; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
         let k = classes(b);
-        t[i].k = k;
+        t[i].ud = if k & K_UPPER != 0 {
+            UD_UPPER
+        } else if k & K_DIGIT != 0 {
+            UD_DIGIT
+        } else {
+            0
+        };
         let slot = SLOT[i] as usize;
         t[i].count[slot / 8] = 1 << (8 * (slot % 8));
         let mut w = 0;
@@ -512,7 +532,12 @@ const fn step_table() -> [Step; 256] {
                 }
                 l += 1;
             }
+            t[i].keep[w] = t[i].class[w] & !HIGH;
+            t[i].reset[w] = BIAS[w] & !t[i].class[w];
             w += 1;
+        }
+        if b == b'=' {
+            t[i].b64_eq = B64_HIGH;
         }
         i += 1;
     }
@@ -541,6 +566,13 @@ const fn biases() -> [u64; 2] {
 static STEP: std::sync::LazyLock<[Step; 256]> = std::sync::LazyLock::new(step_table);
 const BIAS: [u64; 2] = biases();
 const HIGH: u64 = 0x8080_8080_8080_8080;
+/// Bit 7 of the base64 lane (`L_B64`, in the second word).
+const B64_HIGH: u64 = 0x80u64 << (8 * (L_B64 - 8));
+/// `scan_all`'s window flags.
+const F_DOUBLE_COLON: u32 = 1;
+const F_SCHEME_SEP: u32 = 2;
+const F_IBAN: u32 = 4;
+const F_B64_PADDED: u32 = 8;
 
 /// Every [`ScanKind`] of `text` and its [`Stats`] in one pass over the bytes: the same answers as
 /// calling [`ScanKind::check`] for each kind (a unit test compares them on random and hand-made
@@ -549,52 +581,54 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 /// replaces each ran to the end of a text without a match, eleven passes over every stack trace.
 pub fn scan_all(text: &[u8]) -> (ScanSet, Stats) {
     let mut counts = [0u32; SLOTS];
-    let mut runs = BIAS;
-    // a lane's bit 7 once its run reached the threshold, kept while the run lasts / for good
-    let mut in_run = [0u64; 2];
-    let mut reached = [0u64; 2];
-    let mut b64_padded = false;
-    // windows: `::`, `://`, upper upper digit digit
-    let (mut double_colon, mut scheme_sep, mut iban) = (false, false, false);
-    let (mut prev1, mut prev2) = (0u8, 0u8);
-    // (upper, digit) of the latest bytes, newest in the low bit
-    let (mut up_hist, mut dig_hist) = (0u8, 0u8);
-    let b64_high = 0x80u64 << (8 * (L_B64 - 8));
+    // Every piece of state is a local of at most one word, not a `[u64; 2]` indexed in an inner
+    // loop or a flag per window: with x86-64's 16 registers the older layout (arrays, three
+    // window flags, four history bytes) spilled to the stack, and every byte waited on stores
+    // and loads.
+    let (mut runs0, mut runs1) = (BIAS[0], BIAS[1]);
+    // a lane's bit 7 once its run reached the threshold: for good / while the run lasts (the
+    // latter read only for the base64 lane, in the second word)
+    let (mut reached0, mut reached1) = (0u64, 0u64);
+    let mut in_run1 = 0u64;
+    // the latest four bytes, newest in the low byte; their (upper, digit) bits, newest lowest
+    let (mut last, mut ud) = (0u32, 0u32);
+    // F_* bits: windows seen (`::`, `://`, the start of an IBAN) and a padded base64 run
+    let mut flags = 0u32;
     // byte counts in eight-bit lanes (the `Stats` slots), added into `counts` every 255 bytes
     let table: &[Step; 256] = &STEP;
     for chunk in text.chunks(255) {
-        let mut lanes = [0u64; 2];
+        let (mut lanes0, mut lanes1) = (0u64, 0u64);
         for &b in chunk {
-            let Some(step) = table.get(usize::from(b)) else {
-                continue;
-            };
-            lanes[0] += step.count[0];
-            lanes[1] += step.count[1];
-            if b == b'=' && in_run[1] & b64_high != 0 {
-                b64_padded = true;
-            }
-            for w in 0..2 {
-                // no lane exceeds 128 before its bit 7 is cleared: no carry into the next lane
-                let next = runs[w].wrapping_add(step.inc[w]);
-                let high = next & HIGH;
-                reached[w] |= high;
-                in_run[w] = (in_run[w] | high) & step.class[w];
-                runs[w] = (next & !HIGH & step.class[w]) | (BIAS[w] & !step.class[w]);
-            }
-            let digit = step.k & K_DIGIT != 0;
-            double_colon |= prev1 == b':' && b == b':';
-            scheme_sep |= prev2 == b':' && prev1 == b'/' && b == b'/';
-            iban |= digit && dig_hist & 1 != 0 && up_hist & 0b110 == 0b110;
-            up_hist = (up_hist << 1) | u8::from(step.k & K_UPPER != 0);
-            dig_hist = (dig_hist << 1) | u8::from(digit);
-            prev2 = prev1;
-            prev1 = b;
+            let step = &table[usize::from(b)];
+            lanes0 += step.count[0];
+            lanes1 += step.count[1];
+            last = (last << 8) | u32::from(b);
+            ud = (ud << 2) | step.ud;
+            flags |= (u32::from(last & 0xFFFF == 0x3A3A) * F_DOUBLE_COLON)
+                | (u32::from(last & 0xFF_FFFF == 0x3A_2F2F) * F_SCHEME_SEP)
+                | (u32::from(ud & 0xFF == UD_IBAN) * F_IBAN)
+                | (u32::from(in_run1 & step.b64_eq != 0) * F_B64_PADDED);
+            // no lane exceeds 128 before its bit 7 is cleared: no carry into the next lane
+            let next0 = runs0.wrapping_add(step.inc[0]);
+            let next1 = runs1.wrapping_add(step.inc[1]);
+            reached0 |= next0 & HIGH;
+            reached1 |= next1 & HIGH;
+            in_run1 = (in_run1 | (next1 & HIGH)) & step.class[1];
+            runs0 = (next0 & step.keep[0]) | step.reset[0];
+            runs1 = (next1 & step.keep[1]) | step.reset[1];
         }
         for (slot, c) in counts.iter_mut().enumerate() {
-            let word = lanes.get(slot / 8).copied().unwrap_or(0);
+            let word = if slot < 8 { lanes0 } else { lanes1 };
             *c += ((word >> (8 * (slot % 8))) & 0xFF) as u32;
         }
     }
+    let (double_colon, scheme_sep, iban, b64_padded) = (
+        flags & F_DOUBLE_COLON != 0,
+        flags & F_SCHEME_SEP != 0,
+        flags & F_IBAN != 0,
+        flags & F_B64_PADDED != 0,
+    );
+    let reached = [reached0, reached1];
     let lane = |l: u32| {
         let (w, i) = ((l / 8) as usize, l % 8);
         reached.get(w).is_some_and(|r| r & (0x80 << (8 * i)) != 0)
