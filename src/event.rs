@@ -6,8 +6,9 @@
 //! Nothing here reads a clock: `now_ms` is only a fallback when the item has no timestamp.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 
 use crate::config::PipelineConfig;
 use crate::fingerprint::{Components, FINGERPRINT_VERSION, hex, status_class};
@@ -166,7 +167,7 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
         .filter(|(_, l)| matches!(l.level.as_deref(), Some("error" | "warn")))
         .take(MAX_LOG_LINES)
         .map(|(i, l)| {
-            let text = log_text(l, &format!("logs[{i}].message"), &mut remarks);
+            let text = log_text(l, i, &mut remarks);
             let line = format!("[{}] {}", l.level.as_deref().unwrap_or("log"), text);
             bound_field(line, MAX_MESSAGE_BYTES, &format!("logs[{i}]"), &mut remarks)
         })
@@ -185,7 +186,14 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
                         })
                     })
                     .unwrap_or_default();
-            json!({ "method": method, "url": url, "headers": headers, "cf": cf })
+            // built by moving the scrubbed parts in (`json!` would serialize a deep copy)
+            let mut summary = serde_json::Map::new();
+            let text = |t: &Option<String>| t.clone().map_or(Value::Null, Value::String);
+            summary.insert("method".into(), text(&method));
+            summary.insert("url".into(), text(&url));
+            summary.insert("headers".into(), Value::Object(headers));
+            summary.insert("cf".into(), Value::Object(cf));
+            Value::Object(summary)
         }
         None => Value::Null,
     };
@@ -484,16 +492,25 @@ fn log_text_raw(log: &TraceLog) -> String {
     })
 }
 
-/// The log's text with every argument scrubbed first (structured ones with key awareness).
-/// Arguments past [`MAX_MESSAGE_BYTES`] are left out (the line is cut to that size).
-fn log_text(log: &TraceLog, field: &str, remarks: &mut Vec<FieldRemark>) -> String {
+/// The text of `logs[index]` with every argument scrubbed first (structured ones with key
+/// awareness); remarks on `logs[index].message[i]`. Arguments past [`MAX_MESSAGE_BYTES`] are
+/// left out (the line is cut to that size).
+fn log_text(log: &TraceLog, index: usize, remarks: &mut Vec<FieldRemark>) -> String {
     join_log_args(log, MAX_MESSAGE_BYTES, |out, i, arg| {
-        let arg_field = format!("{field}[{i}]");
+        // the field's name is built only for an argument with remarks (most have none)
+        let arg_field = || format!("logs[{index}].message[{i}]");
         match arg {
-            Value::String(s) => out.push_str(&scrub_field(s, &arg_field, remarks)),
+            Value::String(s) => {
+                let scrubbed = scrub::scrub_text(s);
+                if scrubbed.remarks.is_empty() {
+                    out.push_str(&scrubbed.text);
+                } else {
+                    out.push_str(&scrub_with(scrubbed, &arg_field(), remarks));
+                }
+            }
             other => {
                 let mut v = other.clone();
-                scrub::scrub_json(&mut v, &arg_field, remarks);
+                scrub::scrub_json(&mut v, &arg_field(), remarks);
                 out.push_str(&v.to_string());
             }
         }
@@ -638,45 +655,53 @@ fn cap_remarks(remarks: &mut Vec<FieldRemark>) {
 /// length-prefixed fields (script, version, timestamp, outcome, request line and headers, cron,
 /// queue, exceptions, log levels and timestamps).
 pub fn event_key(item: &TraceItem) -> String {
-    let mut h = Sha256::new();
-    let mut put = |s: &str| {
+    fn put(h: &mut Sha256, s: &str) {
         h.update(u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
         h.update(s.as_bytes());
+    }
+    // a number as `f64`'s `Display` text (empty when absent), written into one reused buffer
+    let mut num = String::new();
+    let mut put_num = |h: &mut Sha256, t: Option<f64>| {
+        num.clear();
+        if let Some(t) = t {
+            let _ = write!(num, "{t}");
+        }
+        put(h, &num);
     };
-    put(item.script_name.as_deref().unwrap_or(""));
-    put(item
-        .script_version
-        .as_ref()
-        .and_then(|v| v.id.as_deref())
-        .unwrap_or(""));
-    put(&item
-        .event_timestamp
-        .map(|t| t.to_string())
-        .unwrap_or_default());
-    put(item.outcome.as_deref().unwrap_or(""));
+    let h = &mut Sha256::new();
+    put(h, item.script_name.as_deref().unwrap_or(""));
+    put(
+        h,
+        item.script_version
+            .as_ref()
+            .and_then(|v| v.id.as_deref())
+            .unwrap_or(""),
+    );
+    put_num(h, item.event_timestamp);
+    put(h, item.outcome.as_deref().unwrap_or(""));
     if let Some(e) = &item.event {
         if let Some(r) = &e.request {
-            put(r.method.as_deref().unwrap_or(""));
-            put(r.url.as_deref().unwrap_or(""));
+            put(h, r.method.as_deref().unwrap_or(""));
+            put(h, r.url.as_deref().unwrap_or(""));
             for (k, v) in &r.headers {
-                put(k);
-                put(v.as_str().unwrap_or(""));
+                put(h, k);
+                put(h, v.as_str().unwrap_or(""));
             }
         }
-        put(e.cron.as_deref().unwrap_or(""));
-        put(&e.scheduled_time.map(|t| t.to_string()).unwrap_or_default());
-        put(e.queue.as_deref().unwrap_or(""));
+        put(h, e.cron.as_deref().unwrap_or(""));
+        put_num(h, e.scheduled_time);
+        put(h, e.queue.as_deref().unwrap_or(""));
     }
     for ex in &item.exceptions {
-        put(ex.name.as_deref().unwrap_or(""));
-        put(ex.message.as_deref().unwrap_or(""));
-        put(&ex.timestamp.map(|t| t.to_string()).unwrap_or_default());
+        put(h, ex.name.as_deref().unwrap_or(""));
+        put(h, ex.message.as_deref().unwrap_or(""));
+        put_num(h, ex.timestamp);
     }
     for l in &item.logs {
-        put(l.level.as_deref().unwrap_or(""));
-        put(&l.timestamp.map(|t| t.to_string()).unwrap_or_default());
+        put(h, l.level.as_deref().unwrap_or(""));
+        put_num(h, l.timestamp);
     }
-    hex(&h.finalize()[..16])
+    hex(&std::mem::take(h).finalize()[..16])
 }
 
 /// Counts of one processed batch, for the `ops_ingest_stats` row and the logs.

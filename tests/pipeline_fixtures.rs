@@ -247,6 +247,18 @@ fn event_key_is_deterministic_per_item() {
     assert_ne!(event_key(&i), event_key(&later));
 }
 
+/// Stored keys outlive a release: an item the runtime delivers again after a deploy must get
+/// the key it got before (the insert is idempotent on it). Pinned from the release before
+/// `event_key` wrote its numbers into a reused buffer.
+#[test]
+fn event_key_is_stable_across_releases() {
+    // timestamps on the item, its exceptions and its logs; request headers
+    let i = labelled("rust_panic");
+    assert!(i.event_timestamp.is_some() && i.logs.iter().all(|l| l.timestamp.is_some()));
+    assert!(!i.exceptions.is_empty() && i.request().is_some_and(|r| !r.headers.is_empty()));
+    assert_eq!(event_key(&i), "d37325d9784899da81e0a66460e74a59");
+}
+
 #[test]
 fn no_secret_survives_into_the_event() {
     let secrets = [

@@ -396,13 +396,18 @@ pub fn scrub_headers(
     remarks: &mut Vec<FieldRemark>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    let allowed = headers.iter().filter(|(name, _)| header_allowed(name));
-    let others = headers.iter().filter(|(name, _)| !header_allowed(name));
-    for (name, value) in allowed.chain(others).take(MAX_HEADERS) {
-        let path = join_key(field, name);
-        if !header_allowed(name) {
+    // each header's allow-list check once; the allowed ones first
+    let mut order: Vec<(bool, &String, &Value)> = headers
+        .iter()
+        .map(|(name, value)| (header_allowed(name), name, value))
+        .collect();
+    order.sort_by_key(|(allowed, _, _)| !allowed);
+    for (allowed, name, value) in order.into_iter().take(MAX_HEADERS) {
+        // the remark path, built only for a header with remarks
+        let path = || join_key(field, name);
+        if !allowed {
             remarks.push(FieldRemark {
-                field: path,
+                field: path(),
                 rule: "@header".into(),
                 start: 0,
                 end: HEADER_PLACEHOLDER.len(),
@@ -414,7 +419,7 @@ pub fn scrub_headers(
         let scrubbed = match value {
             Value::String(s) if s == "REDACTED" => {
                 remarks.push(FieldRemark {
-                    field: path,
+                    field: path(),
                     rule: "@header".into(),
                     start: 0,
                     end: HEADER_PLACEHOLDER.len(),
@@ -429,12 +434,14 @@ pub fn scrub_headers(
                 } else {
                     scrub_text(s)
                 };
-                field_remarks(&path, out.remarks, remarks);
+                if !out.remarks.is_empty() {
+                    field_remarks(&path(), out.remarks, remarks);
+                }
                 Value::String(out.text)
             }
             other => {
                 let mut v = other.clone();
-                walk(&mut v, &path, 1, remarks);
+                walk(&mut v, &path(), 1, remarks);
                 v
             }
         };
