@@ -49,6 +49,7 @@
 //! chars or 8–20 alphanumerics with a digit (`index-3f2a9c1b.js` → `index-*.js`,
 //! `cron_worker.wasm-001cf3fe` → `cron_worker.wasm-*`). A redeploy or rebuild keeps the key.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -383,18 +384,22 @@ fn location_has_line(t: &str) -> bool {
 }
 
 fn parse_v8_line(line: &str) -> Option<Frame> {
-    let mut rest: String = line.trim().strip_prefix("at ")?.trim().to_owned();
+    // borrowed from the line unless an eval frame needs rewriting (most frames)
+    let mut rest = Cow::Borrowed(line.trim().strip_prefix("at ")?.trim());
     if rest.contains("(eval ") {
         // As error-stack-parser: keep the outermost caller's location, drop the eval positions.
-        rest = rest.replace("eval code", "eval");
+        let mut r = rest.replace("eval code", "eval");
         if let Some(re) = V8_EVAL_AT.as_ref() {
-            rest = re.replace_all(&rest, "").into_owned();
+            r = re.replace_all(&r, "").into_owned();
         }
-        if let Some(p) = rest.find(',') {
-            rest.truncate(p);
+        if let Some(p) = r.find(',') {
+            r.truncate(p);
         }
+        rest = Cow::Owned(r);
     }
-    let rest = rest.replace("(eval code", "(");
+    if rest.contains("(eval code") {
+        rest = Cow::Owned(rest.replace("(eval code", "("));
+    }
     let rest = rest.strip_prefix("async ").unwrap_or(&rest).trim();
     let (function, location) = match rest.find(" (") {
         Some(p) if rest.ends_with(')') => (
