@@ -15,7 +15,7 @@ use crate::fingerprint::{Components, FINGERPRINT_VERSION, hex, status_class};
 use crate::normalize::normalize_message;
 use crate::route::route_pattern;
 use crate::scrub::{self, FieldRemark, MAX_TEXT_BYTES, Scrubbed, TRUNCATION_MARKER};
-use crate::stack::{Frame, panic_location, parse_stack, top_in_app_frame};
+use crate::stack::{Frame, panic_location, top_in_app_frame_of};
 use crate::trace::{TraceException, TraceItem, TraceLog};
 
 /// Bytes of scrubbed message kept per event.
@@ -134,14 +134,13 @@ pub fn process_item(item: &TraceItem, cfg: &PipelineConfig, now_ms: i64) -> Verd
     let message = bound_field(message, MAX_MESSAGE_BYTES, "error.message", &mut remarks);
     let stack_full = scrub_field(&primary.stack, "error.stack", &mut remarks);
 
-    let frames = parse_stack(&stack_full);
-    let top_frame = primary
-        .frame_hint
-        .as_ref()
-        .filter(|f| f.in_app())
-        .or_else(|| top_in_app_frame(&frames))
-        .map(Frame::key)
-        .unwrap_or_default();
+    let top_frame = match primary.frame_hint.as_ref().filter(|f| f.in_app()) {
+        Some(hint) => hint.key(),
+        // the stack is parsed down to its first in-app frame, not further
+        None => top_in_app_frame_of(&stack_full)
+            .map(|f| f.key())
+            .unwrap_or_default(),
+    };
 
     let request = item.request();
     let url = request

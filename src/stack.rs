@@ -304,33 +304,37 @@ fn mask_build_hashes(f: &str) -> String {
 
 /// Parses a stack trace into frames, top first (see the module docs).
 pub fn parse_stack(stack: &str) -> Vec<Frame> {
-    let lines = || stack.lines().filter(|l| l.len() <= MAX_LINE_BYTES);
+    frames(stack).collect()
+}
+
+/// The frames of [`parse_stack`], parsed one at a time as they are asked for (at most
+/// [`MAX_FRAMES`]): a caller after the first in-app frame ([`top_in_app_frame_of`]) does not
+/// build the frames below it.
+pub fn frames(stack: &str) -> impl Iterator<Item = Frame> + '_ {
+    let lines = move || stack.lines().filter(|l| l.len() <= MAX_LINE_BYTES);
     let v8 = lines().any(is_v8_frame_line);
-    let mut frames = Vec::new();
-    if v8 {
-        for line in lines().filter(|l| is_v8_frame_line(l)) {
-            if let Some(f) = parse_v8_line(line) {
-                frames.push(f);
-                if frames.len() >= MAX_FRAMES {
-                    break;
-                }
+    let has_at_frames = !v8
+        && lines().any(|l| {
+            let t = l.trim();
+            t.contains('@') && (location_has_line(t) || t.ends_with("[native code]"))
+        });
+    lines()
+        .filter_map(move |line| {
+            if v8 {
+                is_v8_frame_line(line)
+                    .then(|| parse_v8_line(line))
+                    .flatten()
+            } else {
+                parse_gecko_line(line.trim(), has_at_frames)
             }
-        }
-        return frames;
-    }
-    let has_at_frames = lines().any(|l| {
-        let t = l.trim();
-        t.contains('@') && (location_has_line(t) || t.ends_with("[native code]"))
-    });
-    for line in lines() {
-        if let Some(f) = parse_gecko_line(line.trim(), has_at_frames) {
-            frames.push(f);
-            if frames.len() >= MAX_FRAMES {
-                break;
-            }
-        }
-    }
-    frames
+        })
+        .take(MAX_FRAMES)
+}
+
+/// The first in-app frame of a stack trace: `top_in_app_frame(&parse_stack(stack))`, without
+/// building the frames below it.
+pub fn top_in_app_frame_of(stack: &str) -> Option<Frame> {
+    frames(stack).find(Frame::in_app)
 }
 
 /// The first in-app frame.
@@ -669,6 +673,32 @@ mod tests {
             "my_app::handler (wasm://wasm/cron_worker.wasm-*)"
         );
         assert_eq!(top_in_app_frame(&f), Some(&f[1]));
+    }
+
+    #[test]
+    fn lazy_frames_agree_with_parse_stack() {
+        let many: String = (0..MAX_FRAMES + 5)
+            .map(|i| format!("    at f{i} (/app/node_modules/x/i.js:{i}:1)\n"))
+            .collect();
+        let stacks = [
+            "Error: x\n    at lib (/app/node_modules/x/i.js:1:2)\n    at handler (file:///srv/app/index.js:3:4)\n    at more (file:///srv/app/index.js:5:6)",
+            "foo@http://x/f.js:41:13\n@http://x/f.js:1\n[native code]",
+            "Error\n at baz (eval at foo (eval at speak (http://x/f.js:21:17)), <anonymous>:1:30)",
+            "    at only (node:internal/process:1:1)\n    at lib (/app/node_modules/y/i.js:2:2)",
+            "no frames at all",
+            "",
+            &many,
+        ];
+        for stack in stacks {
+            let all = parse_stack(stack);
+            assert_eq!(frames(stack).collect::<Vec<_>>(), all, "{stack}");
+            assert_eq!(top_in_app_frame_of(stack).as_ref(), top_in_app_frame(&all));
+        }
+        assert_eq!(parse_stack(&many).len(), MAX_FRAMES);
+        assert_eq!(
+            top_in_app_frame_of(stacks[0]).map(|f| f.key()).as_deref(),
+            Some("handler (/srv/app/index.js)")
+        );
     }
 
     #[test]
