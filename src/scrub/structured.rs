@@ -373,11 +373,14 @@ fn walk(value: &mut Value, field: &str, depth: usize, remarks: &mut Vec<FieldRem
 }
 
 /// `name` (trimmed) is on [`HEADER_ALLOW_LIST`] or a client-hint / fetch-metadata header, ASCII
-/// case-insensitively (without a lower-cased copy: this runs twice per header of every event).
+/// case-insensitively (without a lower-cased copy: this runs for every header of every event;
+/// a binary search of the sorted, lower-case list: a unit test checks both).
 fn header_allowed(name: &str) -> bool {
     let n = name.trim();
     let has_prefix = |p: &str| n.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-    HEADER_ALLOW_LIST.iter().any(|h| h.eq_ignore_ascii_case(n))
+    HEADER_ALLOW_LIST
+        .binary_search_by(|h| h.bytes().cmp(n.bytes().map(|b| b.to_ascii_lowercase())))
+        .is_ok()
         || has_prefix("sec-ch-ua")
         || has_prefix("sec-fetch-")
 }
@@ -491,6 +494,50 @@ pub fn cf_location<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Map<String, Val
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn header_allow_list_is_searched_like_a_scan() {
+        assert!(
+            HEADER_ALLOW_LIST
+                .windows(2)
+                .all(|w| w[0] < w[1] && w[0].bytes().all(|b| !b.is_ascii_uppercase())),
+            "sorted, unique, lower case: what the binary search needs"
+        );
+        let scan = |n: &str| {
+            let n = n.trim();
+            HEADER_ALLOW_LIST.iter().any(|h| h.eq_ignore_ascii_case(n))
+                || n.get(..9)
+                    .is_some_and(|h| h.eq_ignore_ascii_case("sec-ch-ua"))
+                || n.get(..10)
+                    .is_some_and(|h| h.eq_ignore_ascii_case("sec-fetch-"))
+        };
+        let mut names: Vec<String> = Vec::new();
+        for h in HEADER_ALLOW_LIST {
+            names.push((*h).to_string());
+            names.push(h.to_ascii_uppercase());
+            names.push(format!(" {h} "));
+            names.push(format!("{h}x"));
+            names.push(h[..h.len() - 1].to_string());
+        }
+        for n in [
+            "",
+            "a",
+            "zzz",
+            "authorization",
+            "Cookie",
+            "SEC-CH-UA-Mobile",
+            "sec-fetch-site",
+            "x-api-key",
+            "Accept\u{212A}",
+            "ACCEPT-ENCODING",
+        ] {
+            names.push(n.to_string());
+        }
+        for n in &names {
+            assert_eq!(header_allowed(n), scan(n), "{n:?}");
+        }
+        assert!(header_allowed("User-Agent") && !header_allowed("Authorization"));
+    }
 
     #[test]
     fn url_userinfo_query_path() {
