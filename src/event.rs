@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::config::PipelineConfig;
@@ -100,10 +101,13 @@ pub enum Verdict {
 }
 
 /// The error an event is about, before scrubbing.
-struct Primary {
+///
+/// The message and the stack borrow from the item where they can (an exception's fields, a
+/// panic log): each is scrubbed into a new string right away, so a copy would be thrown away.
+struct Primary<'a> {
     exception_type: String,
-    message: String,
-    stack: String,
+    message: Cow<'a, str>,
+    stack: Cow<'a, str>,
     /// A frame known without a stack (the `panicked at file:line:col` of a Rust panic).
     frame_hint: Option<Frame>,
 }
@@ -252,7 +256,7 @@ fn pre_noise(item: &TraceItem) -> Option<NoiseReason> {
 /// Picks what the event is about, most specific first: a Rust panic message, an uncaught
 /// exception (skipping the runtime's "hung" follow-up when there is another), a `console.error`,
 /// a failed outcome, a 5xx response.
-fn primary_error(item: &TraceItem) -> Option<Primary> {
+fn primary_error(item: &TraceItem) -> Option<Primary<'_>> {
     if let Some(p) = item.logs.iter().find_map(rust_panic) {
         return Some(p);
     }
@@ -275,8 +279,8 @@ fn primary_error(item: &TraceItem) -> Option<Primary> {
             split_error_prefix(message).unwrap_or(("ConsoleError", message));
         return Some(Primary {
             exception_type: exception_type.to_string(),
-            message: message.to_string(),
-            stack: stack.to_string(),
+            message: Cow::Owned(message.to_string()),
+            stack: Cow::Owned(stack.to_string()),
             frame_hint: None,
         });
     }
@@ -284,43 +288,44 @@ fn primary_error(item: &TraceItem) -> Option<Primary> {
     if outcome != "ok" {
         return Some(Primary {
             exception_type: outcome.to_string(),
-            message: format!("invocation ended with outcome {outcome}"),
-            stack: String::new(),
+            message: Cow::Owned(format!("invocation ended with outcome {outcome}")),
+            stack: Cow::Borrowed(""),
             frame_hint: None,
         });
     }
     let status = item.status().filter(|s| *s >= 500)?;
     Some(Primary {
         exception_type: "HttpStatus".to_string(),
-        message: format!("HTTP {status} response"),
-        stack: String::new(),
+        message: Cow::Owned(format!("HTTP {status} response")),
+        stack: Cow::Borrowed(""),
         frame_hint: None,
     })
 }
 
-fn from_exception(e: &TraceException) -> Primary {
+fn from_exception(e: &TraceException) -> Primary<'_> {
     let raw = e.message.as_deref().unwrap_or("");
     // Wasm traps put their stack into the message (`RuntimeError: unreachable\n    at …`).
     let (message, inline_stack) = split_stack(raw);
-    let stack = match e.stack.as_deref().filter(|s| !s.trim().is_empty()) {
-        Some(s) => s.to_string(),
-        None => inline_stack.to_string(),
-    };
+    let stack = e
+        .stack
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(inline_stack);
     Primary {
         exception_type: e
             .name
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "Error".to_string()),
-        message: message.to_string(),
-        stack,
+        message: Cow::Borrowed(message),
+        stack: Cow::Borrowed(stack),
         frame_hint: None,
     }
 }
 
 /// A workers-rs panic log: `panicked at src/lib.rs:102:13:\n<message>\n\nStack:\n…`. The location
 /// (read by [`panic_location`]) is the only in-app frame: the wasm stack holds std and glue frames.
-fn rust_panic(log: &TraceLog) -> Option<Primary> {
+fn rust_panic(log: &TraceLog) -> Option<Primary<'_>> {
     if log.level.as_deref() != Some("error") {
         return None;
     }
@@ -331,8 +336,8 @@ fn rust_panic(log: &TraceLog) -> Option<Primary> {
     let (message, stack) = body.split_once("\n\nStack:").unwrap_or((body, ""));
     Some(Primary {
         exception_type: "RustPanic".to_string(),
-        message: message.trim().to_string(),
-        stack: stack.trim().to_string(),
+        message: Cow::Borrowed(message.trim()),
+        stack: Cow::Borrowed(stack.trim()),
         frame_hint,
     })
 }
