@@ -672,7 +672,8 @@ pub fn event_key(item: &TraceItem) -> String {
         }
         put(h, &num);
     };
-    let h = &mut Sha256::new();
+    let mut hasher = Sha256::new();
+    let h = &mut hasher;
     put(h, item.script_name.as_deref().unwrap_or(""));
     put(
         h,
@@ -705,7 +706,7 @@ pub fn event_key(item: &TraceItem) -> String {
         put(h, l.level.as_deref().unwrap_or(""));
         put_num(h, l.timestamp);
     }
-    hex(&std::mem::take(h).finalize()[..16])
+    hex(&hasher.finalize()[..16])
 }
 
 /// Counts of one processed batch, for the `ops_ingest_stats` row and the logs.
